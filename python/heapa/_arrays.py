@@ -1,0 +1,104 @@
+"""Argument normalisation for the batch API: lists or arrays in, contiguous
+numpy arrays of the dtype the engine expects out, with errors that name the
+argument, the expected dtype/shape and what was given."""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .exceptions import InvalidInputError
+
+
+def _as_1d(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        if a.ndim == 0 and a.size == 1 and not isinstance(x, np.ndarray):
+            raise InvalidInputError(f"{name}: expected a 1-D array or sequence, got a scalar {x!r}")
+        raise InvalidInputError(f"{name}: expected a 1-D array, got shape {a.shape}")
+    return a
+
+
+def ids(x: Any, name: str = "ids") -> np.ndarray:
+    """Prompt ids as a contiguous uint64 array."""
+    a = _as_1d(x, name)
+    if a.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if a.dtype.kind not in "iu":
+        raise InvalidInputError(f"{name}: expected an integer array (uint64 ids), got dtype {a.dtype}")
+    if a.dtype.kind == "i" and (a < 0).any():
+        i = int(np.flatnonzero(a < 0)[0])
+        raise InvalidInputError(f"{name}[{i}] = {a[i]}: ids are non-negative")
+    return np.ascontiguousarray(a, dtype=np.uint64)
+
+
+def floats(x: Any, name: str, n: int | None = None) -> np.ndarray:
+    """A float64 column; NaN/inf and range checks happen in the engine."""
+    a = _as_1d(x, name)
+    if a.size and a.dtype.kind not in "fiub":
+        raise InvalidInputError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if n is not None and a.shape[0] != n:
+        raise InvalidInputError(f"{name}: expected length {n} (one per prompt), got {a.shape[0]}")
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def counts(x: Any, name: str, n: int) -> np.ndarray:
+    """A non-negative count column as uint32."""
+    a = _as_1d(x, name)
+    if a.size and a.dtype.kind not in "iub":
+        raise InvalidInputError(f"{name}: expected an integer array, got dtype {a.dtype}")
+    if a.shape[0] != n:
+        raise InvalidInputError(f"{name}: expected length {n} (one per id), got {a.shape[0]}")
+    if a.size and ((a < 0).any() or (a > np.iinfo(np.uint32).max).any()):
+        i = int(np.flatnonzero((a < 0) | (a > np.iinfo(np.uint32).max))[0])
+        raise InvalidInputError(f"{name}[{i}] = {a[i]}: expected a count in [0, 2**32)")
+    return np.ascontiguousarray(a, dtype=np.uint32)
+
+
+def count(k: Any, name: str) -> int:
+    try:
+        v = operator.index(k)
+    except TypeError:
+        raise InvalidInputError(f"{name}: expected an integer, got {type(k).__name__}") from None
+    if v < 0:
+        raise InvalidInputError(f"{name}: expected a non-negative integer, got {v}")
+    return v
+
+
+def texts(x: Any, name: str) -> list[str]:
+    if isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, np.ndarray)):
+        raise InvalidInputError(f"{name}: expected a sequence of str, got {type(x).__name__}")
+    out = x if isinstance(x, list) else list(x)
+    return out
+
+
+def bad_text_index(xs: list[Any], optional: bool) -> str:
+    """Explains which element of a text column is not a str (slow path, errors only)."""
+    for i, v in enumerate(xs):
+        if not (isinstance(v, str) or (optional and v is None)):
+            want = "str or None" if optional else "str"
+            return f"[{i}]: expected {want}, got {type(v).__name__}"
+    return ": expected str elements"
+
+
+def metadata(x: Any, n: int) -> list[bytes | None] | None:
+    """Encodes per-prompt metadata as JSON bytes."""
+    if x is None:
+        return None
+    xs = texts(x, "metadata") if not isinstance(x, list) else x
+    if len(xs) != n:
+        raise InvalidInputError(f"metadata: expected length {n} (one per prompt), got {len(xs)}")
+    out: list[bytes | None] = []
+    for i, m in enumerate(xs):
+        if m is None:
+            out.append(None)
+            continue
+        try:
+            out.append(json.dumps(m, separators=(",", ":"), allow_nan=False).encode())
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError(f"metadata[{i}]: expected a JSON-serialisable value ({e})") from None
+    return out

@@ -1,0 +1,295 @@
+"""`Pool` and `PoolConfig`: the public face of the Rust engine.
+
+Everything here is argument conversion; the algorithm lives in
+``rust/heapa-core``. Each method is one call into the engine per batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _arrays as A
+from ._heapa import NO_PARENT, PoolCore, validate_config
+from .exceptions import InvalidInputError
+
+#: Names of the partitions, indexed by the engine's state codes.
+STATES = np.array(["free", "cold", "hard", "easy", "in_flight", "archived"])
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Configuration of a HeaPA pool (validated on construction).
+
+    See the README for what each knob does; defaults follow the HeaPA paper's
+    reference trainer with its bugs fixed.
+    """
+
+    #: Maximum number of prompts held (live + archived + in flight).
+    capacity: int = 1_000_000
+    #: ``"quantile"``: split hard/easy at the ``low_fraction`` quantile (paper);
+    #: ``"absolute"``: split at the fixed score ``target``.
+    boundary: Literal["quantile", "absolute"] = "quantile"
+    low_fraction: float = 0.5
+    #: Absolute boundary, in the user's reward scale (e.g. pass rate 0.5).
+    target: float = 0.5
+    sampling: Literal["medium", "mixed", "easy_medium_mixed", "uniform", "prioritized"] = "medium"
+    eviction: Literal["hardest", "easiest"] = "hardest"
+    #: The scale of reported rewards; internally normalised to [-1, 1].
+    reward_range: tuple[float, float] = (0.0, 1.0)
+    stat: Literal["latest", "ema"] = "latest"
+    ema_alpha: float = 0.3
+    reinsert: Literal["on_drain", "immediate"] = "on_drain"
+    #: Drop prompts whose score is the maximum when they return to the heaps.
+    drop_solved: bool = False
+    priority_epsilon: float = 0.1
+    priority_temperature: float = 1.0
+    #: Lineage refresh run before each on-drain reinsertion (None = off).
+    refresh: Literal["path", "children"] | None = None
+    refresh_temperature: float = 1.0
+    refresh_blend: float = 0.5
+    refresh_direction: Literal["reference", "inverse"] = "reference"
+    refresh_scope: Literal["archive", "all"] = "archive"
+    #: Bound of the lock-free inbox (items).
+    inbox_capacity: int = 65_536
+    #: Steps drained inbox items wait before entering the pool.
+    delay_steps: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        rr = self.reward_range
+        if not (isinstance(rr, (tuple, list)) and len(rr) == 2):
+            raise InvalidInputError(f"reward_range: expected a pair (lo, hi), got {rr!r}")
+        object.__setattr__(self, "reward_range", (float(rr[0]), float(rr[1])))
+        for name in ("capacity", "inbox_capacity", "delay_steps", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise InvalidInputError(f"{name}: expected a non-negative integer, got {v!r}")
+        validate_config(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PoolConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if k == "reward_range" else v) for k, v in d.items() if k in names})
+
+
+class Inbox:
+    """Lock-free, bounded hand-off from validator threads to the pool.
+
+    ``push`` never takes the pool's lock; items enter the pool at the next
+    :meth:`Pool.drain_inbox`.
+    """
+
+    def __init__(self, core: PoolCore) -> None:
+        self._core = core
+
+    def push(
+        self,
+        prompts: Any,
+        answers: Any = None,
+        parents: Any = None,
+        difficulty: Any = None,
+        metadata: Any = None,
+    ) -> int:
+        """Enqueues items in order until full; returns how many were accepted."""
+        texts = A.texts(prompts, "prompts")
+        n = len(texts)
+        ans = None if answers is None else A.texts(answers, "answers")
+        par = None if parents is None else A.ids(parents, "parents")
+        dif = None if difficulty is None else A.floats(difficulty, "difficulty", n)
+        try:
+            return self._core.inbox_push(texts, ans, par, dif, A.metadata(metadata, n))
+        except TypeError:
+            raise _text_error(texts, ans) from None
+
+    def __len__(self) -> int:
+        return self._core.inbox_len()
+
+    @property
+    def capacity(self) -> int:
+        return self._core.inbox_capacity()
+
+
+def _text_error(texts: list[Any], answers: list[Any] | None) -> InvalidInputError:
+    bad = A.bad_text_index(texts, optional=False)
+    if bad != ": expected str elements" or answers is None:
+        return InvalidInputError("prompts" + bad)
+    return InvalidInputError("answers" + A.bad_text_index(answers, optional=True))
+
+
+class Pool:
+    """A bounded, evolving HeaPA prompt pool.
+
+    Prompts are identified by uint64 ids returned from :meth:`add`. Rewards are
+    in ``config.reward_range``; everything returned is in that scale too.
+    Thread-safe (one internal lock; the GIL is released for O(n) work).
+    """
+
+    #: ``parent`` value of a prompt without a living parent.
+    NO_PARENT: int = NO_PARENT
+
+    def __init__(self, config: PoolConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = PoolConfig(**overrides)
+        elif overrides:
+            config = PoolConfig.from_dict({**config.to_dict(), **overrides})
+        self._init(PoolCore(config.to_dict()), config)
+
+    def _init(self, core: PoolCore, config: PoolConfig) -> None:
+        self._core = core
+        self.config = config
+        self.inbox = Inbox(core)
+
+    @classmethod
+    def _wrap(cls, core: PoolCore) -> Pool:
+        pool = cls.__new__(cls)
+        pool._init(core, PoolConfig.from_dict(core.config()))
+        return pool
+
+    # ---- mutation --------------------------------------------------------------
+
+    def add(
+        self,
+        prompts: Any,
+        answers: Any = None,
+        rewards: Any = None,
+        metadata: Any = None,
+        parents: Any = None,
+        difficulty: Any = None,
+    ) -> np.ndarray:
+        """Adds prompts; returns their ids (uint64).
+
+        ``rewards`` (user scale) makes prompts enter scored. ``parents`` makes
+        each prompt the child of an existing prompt; without a reward it gets
+        HeaPA's estimate from the parent's score and ``difficulty`` (the
+        policy's self-reported ratio, clamped to [0.75, 1.33]).
+        """
+        texts = A.texts(prompts, "prompts")
+        n = len(texts)
+        ans = None if answers is None else A.texts(answers, "answers")
+        rew = None if rewards is None else A.floats(rewards, "rewards", n)
+        par = None if parents is None else A.ids(parents, "parents")
+        dif = None if difficulty is None else A.floats(difficulty, "difficulty", n)
+        meta = A.metadata(metadata, n)
+        try:
+            return self._core.add(texts, ans, meta, rew, par, dif)
+        except TypeError:
+            raise _text_error(texts, ans) from None
+
+    def sample(self, k: int) -> np.ndarray:
+        """Draws up to ``k`` prompt ids (cold first, then by ``sampling``).
+
+        Returns fewer than ``k`` when the pool holds fewer; never blocks.
+        Drawn prompts are in flight until :meth:`report` or :meth:`release`.
+        """
+        return self._core.sample(A.count(k, "k"))
+
+    def report(
+        self,
+        ids: Any,
+        rewards: Any,
+        n_rollouts: Any = None,
+        n_correct: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """Records each in-flight prompt's group-mean reward, by id."""
+        i = A.ids(ids)
+        n = i.shape[0]
+        r = A.floats(rewards, "rewards", n)
+        nr = None if n_rollouts is None else A.counts(n_rollouts, "n_rollouts", n)
+        nc = None if n_correct is None else A.counts(n_correct, "n_correct", n)
+        s = None if step is None else A.count(step, "step")
+        self._core.report(i, r, nr, nc, s)
+
+    def release(self, ids: Any) -> None:
+        """Returns in-flight prompts that were never reported, unchanged."""
+        self._core.release(A.ids(ids))
+
+    def refresh(
+        self,
+        mode: Literal["path", "children"] = "path",
+        temperature: float = 1.0,
+        blend: float = 0.5,
+        direction: Literal["reference", "inverse"] = "reference",
+        scope: Literal["archive", "all"] = "archive",
+    ) -> int:
+        """Topology-aware re-estimation over the lineage forest (PathAgg /
+        ChildAgg). Returns how many prompts received a new value."""
+        return self._core.refresh(mode, float(temperature), float(blend), direction, scope)
+
+    def drain_inbox(self, max: int | None = None, step: int | None = None) -> np.ndarray:  # noqa: A002
+        """Moves queued inbox items into the pool; returns the ids added."""
+        m = None if max is None else A.count(max, "max")
+        s = None if step is None else A.count(step, "step")
+        return self._core.drain_inbox(m, s)
+
+    # ---- queries ---------------------------------------------------------------
+
+    def prompts(self, ids: Any) -> list[str]:
+        return self._core.prompts(A.ids(ids))
+
+    def answers(self, ids: Any) -> list[str | None]:
+        return self._core.answers(A.ids(ids))
+
+    def metadata(self, ids: Any) -> list[Any]:
+        return [None if b is None else json.loads(b) for b in self._core.metadata_raw(A.ids(ids))]
+
+    def records(self, ids: Any) -> dict[str, np.ndarray]:
+        """Per-prompt statistics: score (user scale, NaN if unscored), visits,
+        rollouts, correct, last_step (-1 if never), state (name), estimated,
+        parent (``NO_PARENT`` for roots), difficulty."""
+        r = self._core.records(A.ids(ids))
+        r["state"] = STATES[r.pop("state_code")]
+        return r
+
+    def lineage(self, ids: Any) -> dict[str, np.ndarray]:
+        """parent (``NO_PARENT`` for a root), depth, n_children, n_leaves."""
+        return self._core.lineage(A.ids(ids))
+
+    def ids(self, state: Literal["cold", "hard", "easy", "in_flight", "archived"]) -> np.ndarray:
+        """All ids in one partition (cold in FIFO order; scored hardest first)."""
+        return self._core.ids(state)
+
+    def stats(self) -> dict[str, Any]:
+        return self._core.stats()
+
+    def fingerprint(self) -> int:
+        """Digest of the whole state: equal pools give equal fingerprints."""
+        return self._core.fingerprint()
+
+    def __len__(self) -> int:
+        return len(self._core)
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (
+            f"Pool(held={s['held']}/{s['capacity']}, cold={s['cold']}, hard={s['hard']}, "
+            f"easy={s['easy']}, in_flight={s['in_flight']}, archived={s['archived']})"
+        )
+
+    # ---- persistence -------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes a versioned, checksummed snapshot atomically."""
+        self._core.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Pool:
+        return cls._wrap(PoolCore.load(os.fspath(path)))
+
+    def to_bytes(self) -> bytes:
+        return self._core.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Pool:
+        return cls._wrap(PoolCore.from_bytes(bytes(data)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Pool.from_bytes, (self.to_bytes(),))

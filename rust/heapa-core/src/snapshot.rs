@@ -1,0 +1,718 @@
+//! Versioned, checksummed binary snapshots of a whole pool.
+//!
+//! Layout (all integers little-endian):
+//!
+//! ```text
+//! magic    8 bytes  "HEAPASNP"
+//! version  u32      FORMAT_VERSION
+//! flags    u32      0 (reserved)
+//! body_len u64
+//! body     body_len bytes: sections, each `tag [u8; 4] | len u64 | data`,
+//!          in this order: CONF STAT SLOT PAYL FREE LOG_ PEND INBX
+//! checksum u64      xxh3-64 of body
+//! ```
+//!
+//! * `CONF`: the configuration (fixed field order, see `put_config`).
+//! * `STAT`: counters, sequence numbers, step, inbox counters, RNG state.
+//! * `SLOT`: slot count, then one raw column after another (gen u32, seq u64,
+//!   state u8, flags u8, score f32, visits u32, rollouts u32, correct u32,
+//!   last_step u32, parent u64, difficulty f32).
+//! * `PAYL`: per slot `len u32 | bytes` (`u32::MAX` for a free slot).
+//! * `FREE`: free-slot stack (u32); `LOG_`: insertion log (u64 ids).
+//! * `PEND`: delayed inbox items `ready u64 | item`; `INBX`: queued inbox
+//!   items. An item is `len u32 | payload | parent u64 | difficulty f64`
+//!   (`u64::MAX` / NaN when absent).
+//!
+//! Ordered sets, the Fenwick tree and counts are rebuilt from the columns on
+//! load, after every invariant has been checked, so a loaded pool behaves
+//! exactly like the saved one. Loading never panics on bad input and never
+//! returns a partially built pool.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use crate::config::{
+    Boundary, Config, Direction, Eviction, RefreshMode, RefreshParams, Reinsert, Sampling, Scope,
+    Stat,
+};
+use crate::error::{CoreError, Result};
+use crate::inbox::InboxItem;
+use crate::payload;
+use crate::pool::{key, Counters, Pool, Slots, State, ESTIMATED, HAS_SCORE};
+use crate::rng::Rng;
+
+pub const MAGIC: &[u8; 8] = b"HEAPASNP";
+pub const FORMAT_VERSION: u32 = 1;
+const SECTIONS: [&[u8; 4]; 8] = [
+    b"CONF", b"STAT", b"SLOT", b"PAYL", b"FREE", b"LOG_", b"PEND", b"INBX",
+];
+const ABSENT: u32 = u32::MAX;
+
+fn corrupt(msg: impl Into<String>) -> CoreError {
+    CoreError::Snapshot(msg.into())
+}
+
+// ---- writing ------------------------------------------------------------------
+
+/// Byte sink: a buffer for snapshots, a hasher for fingerprints.
+pub(crate) trait Sink {
+    fn put(&mut self, b: &[u8]);
+    fn u8(&mut self, v: u8) {
+        self.put(&[v]);
+    }
+    fn u32(&mut self, v: u32) {
+        self.put(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        self.put(&v.to_le_bytes());
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+}
+
+impl Sink for Xxh3 {
+    fn put(&mut self, b: &[u8]) {
+        self.update(b);
+    }
+}
+
+fn put_config(w: &mut impl Sink, c: &Config) {
+    w.u64(c.capacity);
+    w.u8(c.boundary.code());
+    w.f64(c.low_fraction);
+    w.f64(c.target);
+    w.u8(c.sampling.code());
+    w.u8(c.eviction.code());
+    w.f64(c.reward_lo);
+    w.f64(c.reward_hi);
+    w.u8(c.stat.code());
+    w.f64(c.ema_alpha);
+    w.u8(c.reinsert.code());
+    w.u8(u8::from(c.drop_solved));
+    w.f64(c.priority_epsilon);
+    w.f64(c.priority_temperature);
+    match &c.refresh {
+        None => w.u8(0),
+        Some(r) => {
+            w.u8(1);
+            w.u8(r.mode.code());
+            w.f64(r.temperature);
+            w.f64(r.blend);
+            w.u8(r.direction.code());
+            w.u8(r.scope.code());
+        }
+    }
+    w.u64(c.inbox_capacity);
+    w.u64(c.delay_steps);
+    w.u64(c.seed);
+}
+
+fn put_item(w: &mut impl Sink, it: &InboxItem) {
+    w.u32(it.payload.len() as u32);
+    w.put(&it.payload);
+    w.u64(it.parent.unwrap_or(u64::MAX));
+    w.f64(it.difficulty.unwrap_or(f64::NAN));
+}
+
+impl Pool {
+    fn put_state(&self, w: &mut impl Sink, inbox_counts: (u64, u64)) {
+        let c = &self.counters;
+        for v in [
+            c.added,
+            c.sampled,
+            c.reported,
+            c.released,
+            c.evicted,
+            c.dropped,
+            c.reinsertions,
+            c.refreshes,
+            c.estimated,
+            c.orphaned,
+            c.drained,
+            self.next_seq,
+            self.in_flight,
+            self.step,
+            self.grave_gen,
+            inbox_counts.0,
+            inbox_counts.1,
+        ] {
+            w.u64(v);
+        }
+        for v in self.rng.state() {
+            w.u64(v);
+        }
+    }
+
+    fn put_slots(&self, w: &mut impl Sink) {
+        let s = &self.slots;
+        w.u64(s.len() as u64);
+        w.put(bytemuck::cast_slice(&s.gen));
+        w.put(bytemuck::cast_slice(&s.seq));
+        w.put(&s.state);
+        w.put(&s.flags);
+        w.put(bytemuck::cast_slice(&s.score));
+        w.put(bytemuck::cast_slice(&s.visits));
+        w.put(bytemuck::cast_slice(&s.rollouts));
+        w.put(bytemuck::cast_slice(&s.correct));
+        w.put(bytemuck::cast_slice(&s.last_step));
+        w.put(bytemuck::cast_slice(&s.parent));
+        w.put(bytemuck::cast_slice(&s.difficulty));
+    }
+
+    fn put_payloads(&self, w: &mut impl Sink) {
+        for p in &self.slots.payload {
+            match p {
+                Some(b) => {
+                    w.u32(b.len() as u32);
+                    w.put(b);
+                }
+                None => w.u32(ABSENT),
+            }
+        }
+    }
+
+    /// Writes one section through `f`, with its tag and length.
+    fn section(out: &mut Vec<u8>, tag: &[u8; 4], f: impl FnOnce(&mut Vec<u8>)) {
+        out.extend_from_slice(tag);
+        let at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        f(out);
+        let len = (out.len() - at - 8) as u64;
+        out[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// Serialises the whole pool. Queued inbox items are moved into the
+    /// pool's own spill queue first (same order, nothing lost) so that they
+    /// can be written while producers keep pushing.
+    pub fn to_bytes(&mut self) -> Vec<u8> {
+        while let Some(it) = self.inbox.pop() {
+            self.spill.push_back(it);
+        }
+        let mut body =
+            Vec::with_capacity(64 + self.slots.len() * 64 + self.payload_bytes() as usize);
+        let counts = (self.inbox.pushed(), self.inbox.rejected());
+        Self::section(&mut body, SECTIONS[0], |w| put_config(w, &self.cfg));
+        Self::section(&mut body, SECTIONS[1], |w| self.put_state(w, counts));
+        Self::section(&mut body, SECTIONS[2], |w| self.put_slots(w));
+        Self::section(&mut body, SECTIONS[3], |w| self.put_payloads(w));
+        Self::section(&mut body, SECTIONS[4], |w| {
+            w.put(bytemuck::cast_slice(&self.free))
+        });
+        Self::section(&mut body, SECTIONS[5], |w| {
+            w.put(bytemuck::cast_slice(&self.log))
+        });
+        Self::section(&mut body, SECTIONS[6], |w| {
+            w.u64(self.pending.len() as u64);
+            for (ready, it) in &self.pending {
+                w.u64(*ready);
+                put_item(w, it);
+            }
+        });
+        Self::section(&mut body, SECTIONS[7], |w| {
+            w.u64(self.spill.len() as u64);
+            for it in &self.spill {
+                put_item(w, it);
+            }
+        });
+        let mut out = Vec::with_capacity(body.len() + 32);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&xxh3_64(&body).to_le_bytes());
+        out
+    }
+
+    /// Writes a snapshot atomically: temporary file in the same directory,
+    /// fsync, rename over `path`, fsync the directory. A crash leaves either
+    /// the old file or the new one, never a torn one.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes();
+        let io = |e: std::io::Error, what: &str| {
+            CoreError::Io(format!("{what} {}: {e}", path.display()))
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .ok_or_else(|| CoreError::Io(format!("not a file path: {}", path.display())))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e, "cannot write snapshot"));
+        }
+        if let Err(e) = fs::rename(&tmp, path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e, "cannot move snapshot into place at"));
+        }
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Pool> {
+        let bytes = fs::read(path)
+            .map_err(|e| CoreError::Io(format!("cannot read snapshot {}: {e}", path.display())))?;
+        Pool::from_bytes(&bytes)
+    }
+
+    /// Cheap-to-compare digest of the whole state (xxh3 over the same data a
+    /// snapshot holds, minus the concurrently filled inbox queue).
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = Xxh3::new();
+        put_config(&mut h, &self.cfg);
+        self.put_state(&mut h, (0, 0));
+        self.put_slots(&mut h);
+        self.put_payloads(&mut h);
+        h.put(bytemuck::cast_slice(&self.free));
+        h.put(bytemuck::cast_slice(&self.log));
+        for (ready, it) in &self.pending {
+            h.u64(*ready);
+            put_item(&mut h, it);
+        }
+        for it in &self.spill {
+            put_item(&mut h, it);
+        }
+        h.digest()
+    }
+
+    // ---- reading ------------------------------------------------------------------
+
+    pub fn from_bytes(buf: &[u8]) -> Result<Pool> {
+        if buf.len() < 24 || &buf[..8] != MAGIC {
+            return Err(corrupt("not a heapa snapshot (bad magic bytes)"));
+        }
+        let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
+        if version > FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "snapshot format version {version} is newer than this heapa supports ({FORMAT_VERSION}); upgrade heapa"
+            )));
+        }
+        if version == 0 {
+            return Err(corrupt("snapshot format version 0 is invalid"));
+        }
+        let body_len = u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes"));
+        let expected = 24u64.checked_add(body_len).and_then(|n| n.checked_add(8));
+        if expected != Some(buf.len() as u64) {
+            return Err(corrupt(format!(
+                "snapshot is truncated or has trailing bytes: header says {} body bytes, file has {}",
+                body_len,
+                buf.len().saturating_sub(32)
+            )));
+        }
+        let body = &buf[24..buf.len() - 8];
+        let sum = u64::from_le_bytes(buf[buf.len() - 8..].try_into().expect("8 bytes"));
+        if xxh3_64(body) != sum {
+            return Err(corrupt("snapshot checksum mismatch: the file is corrupted"));
+        }
+        decode_body(body)
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        match end {
+            Some(e) => {
+                let s = &self.buf[self.pos..e];
+                self.pos = e;
+                Ok(s)
+            }
+            None => Err(corrupt(format!(
+                "snapshot section {} is truncated",
+                self.what
+            ))),
+        }
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn col<T: bytemuck::Pod>(&mut self, n: usize) -> Result<Vec<T>> {
+        let bytes = n.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+            corrupt(format!(
+                "snapshot section {} has an impossible length",
+                self.what
+            ))
+        })?;
+        Ok(bytemuck::pod_collect_to_vec(self.take(bytes)?))
+    }
+    fn done(&self) -> Result<()> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(corrupt(format!(
+                "snapshot section {} has {} unexpected trailing bytes",
+                self.what,
+                self.buf.len() - self.pos
+            )))
+        }
+    }
+    fn code<T>(&mut self, parse: fn(u8) -> Option<T>, field: &str) -> Result<T> {
+        let c = self.u8()?;
+        parse(c).ok_or_else(|| corrupt(format!("snapshot config has an invalid {field} code {c}")))
+    }
+    fn item(&mut self) -> Result<InboxItem> {
+        let len = self.u32()? as usize;
+        let payload: Box<[u8]> = self.take(len)?.into();
+        if !payload::is_valid(&payload) {
+            return Err(corrupt(format!(
+                "snapshot section {} holds a malformed inbox payload",
+                self.what
+            )));
+        }
+        let parent = self.u64()?;
+        let d = self.f64()?;
+        Ok(InboxItem {
+            payload,
+            parent: (parent != u64::MAX).then_some(parent),
+            difficulty: (!d.is_nan()).then_some(d),
+        })
+    }
+}
+
+fn split_sections(body: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut r = Reader {
+        buf: body,
+        pos: 0,
+        what: "table",
+    };
+    let mut out = Vec::with_capacity(SECTIONS.len());
+    for tag in SECTIONS {
+        let t = r.take(4)?;
+        if t != tag {
+            return Err(corrupt(format!(
+                "snapshot section {:?} found where {:?} was expected",
+                String::from_utf8_lossy(t),
+                String::from_utf8_lossy(tag)
+            )));
+        }
+        let len =
+            usize::try_from(r.u64()?).map_err(|_| corrupt("snapshot section length overflows"))?;
+        out.push(r.take(len)?);
+    }
+    r.done()?;
+    Ok(out)
+}
+
+fn read_config(r: &mut Reader) -> Result<Config> {
+    let mut c = Config {
+        capacity: r.u64()?,
+        boundary: r.code(Boundary::from_code, "boundary")?,
+        low_fraction: r.f64()?,
+        target: r.f64()?,
+        sampling: r.code(Sampling::from_code, "sampling")?,
+        eviction: r.code(Eviction::from_code, "eviction")?,
+        reward_lo: r.f64()?,
+        reward_hi: r.f64()?,
+        stat: r.code(Stat::from_code, "stat")?,
+        ema_alpha: r.f64()?,
+        reinsert: r.code(Reinsert::from_code, "reinsert")?,
+        drop_solved: r.u8()? != 0,
+        priority_epsilon: r.f64()?,
+        priority_temperature: r.f64()?,
+        ..Config::default()
+    };
+    c.refresh = match r.u8()? {
+        0 => None,
+        1 => Some(RefreshParams {
+            mode: r.code(RefreshMode::from_code, "refresh mode")?,
+            temperature: r.f64()?,
+            blend: r.f64()?,
+            direction: r.code(Direction::from_code, "refresh direction")?,
+            scope: r.code(Scope::from_code, "refresh scope")?,
+        }),
+        x => {
+            return Err(corrupt(format!(
+                "snapshot config has an invalid refresh flag {x}"
+            )))
+        }
+    };
+    c.inbox_capacity = r.u64()?;
+    c.delay_steps = r.u64()?;
+    c.seed = r.u64()?;
+    r.done()?;
+    c.validate()
+        .map_err(|e| corrupt(format!("snapshot config is invalid: {e}")))?;
+    Ok(c)
+}
+
+fn decode_body(body: &[u8]) -> Result<Pool> {
+    let sec = split_sections(body)?;
+    let cfg = read_config(&mut Reader {
+        buf: sec[0],
+        pos: 0,
+        what: "CONF",
+    })?;
+    let mut pool = Pool::new(cfg)?;
+
+    let mut r = Reader {
+        buf: sec[1],
+        pos: 0,
+        what: "STAT",
+    };
+    let mut v = [0u64; 17];
+    for x in &mut v {
+        *x = r.u64()?;
+    }
+    let rng = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+    r.done()?;
+    pool.counters = Counters {
+        added: v[0],
+        sampled: v[1],
+        reported: v[2],
+        released: v[3],
+        evicted: v[4],
+        dropped: v[5],
+        reinsertions: v[6],
+        refreshes: v[7],
+        estimated: v[8],
+        orphaned: v[9],
+        drained: v[10],
+    };
+    let in_flight = v[12];
+    (pool.next_seq, pool.step, pool.grave_gen) = (v[11], v[13], v[14]);
+    pool.inbox.restore_counters(v[15], v[16]);
+    pool.rng = Rng::from_state(rng);
+
+    let mut r = Reader {
+        buf: sec[2],
+        pos: 0,
+        what: "SLOT",
+    };
+    let n = usize::try_from(r.u64()?).map_err(|_| corrupt("slot count overflows"))?;
+    if n as u64 > pool.cfg.capacity {
+        return Err(corrupt(format!(
+            "snapshot holds {n} slots, more than its capacity {}",
+            pool.cfg.capacity
+        )));
+    }
+    let mut slots = Slots {
+        gen: r.col(n)?,
+        seq: r.col(n)?,
+        state: r.col(n)?,
+        flags: r.col(n)?,
+        score: r.col(n)?,
+        visits: r.col(n)?,
+        rollouts: r.col(n)?,
+        correct: r.col(n)?,
+        last_step: r.col(n)?,
+        parent: r.col(n)?,
+        difficulty: r.col(n)?,
+        payload: Vec::with_capacity(n),
+    };
+    r.done()?;
+
+    let mut r = Reader {
+        buf: sec[3],
+        pos: 0,
+        what: "PAYL",
+    };
+    for i in 0..n {
+        let len = r.u32()?;
+        let free = slots.state[i] == State::Free as u8;
+        if len == ABSENT {
+            if !free {
+                return Err(corrupt(format!("slot {i} is held but has no payload")));
+            }
+            slots.payload.push(None);
+        } else {
+            let b = r.take(len as usize)?;
+            if free || !payload::is_valid(b) {
+                return Err(corrupt(format!(
+                    "slot {i} has an unexpected or malformed payload"
+                )));
+            }
+            slots.payload.push(Some(b.into()));
+        }
+    }
+    r.done()?;
+
+    let free_bytes = sec[4];
+    if free_bytes.len() % 4 != 0 {
+        return Err(corrupt("snapshot section FREE has a ragged length"));
+    }
+    let free: Vec<u32> = bytemuck::pod_collect_to_vec(free_bytes);
+    let log_bytes = sec[5];
+    if log_bytes.len() % 8 != 0 {
+        return Err(corrupt("snapshot section LOG_ has a ragged length"));
+    }
+    let log: Vec<u64> = bytemuck::pod_collect_to_vec(log_bytes);
+
+    let mut r = Reader {
+        buf: sec[6],
+        pos: 0,
+        what: "PEND",
+    };
+    let k = r.u64()?;
+    let mut pending = VecDeque::new();
+    for _ in 0..k {
+        let ready = r.u64()?;
+        pending.push_back((ready, r.item()?));
+    }
+    r.done()?;
+    let mut r = Reader {
+        buf: sec[7],
+        pos: 0,
+        what: "INBX",
+    };
+    let k = r.u64()?;
+    let mut spill = VecDeque::new();
+    for _ in 0..k {
+        spill.push_back(r.item()?);
+    }
+    r.done()?;
+
+    // Validate the columns, then rebuild the derived structures.
+    let mut seen_free = vec![false; n];
+    for &f in &free {
+        let f = f as usize;
+        if f >= n
+            || slots.state[f] != State::Free as u8
+            || std::mem::replace(&mut seen_free[f], true)
+        {
+            return Err(corrupt(format!(
+                "free list entry {f} is not a unique free slot"
+            )));
+        }
+    }
+    let mut flights = 0u64;
+    for i in 0..n {
+        let st = State::from_code(slots.state[i]).ok_or_else(|| {
+            corrupt(format!(
+                "slot {i} has an invalid state code {}",
+                slots.state[i]
+            ))
+        })?;
+        if st == State::Free && !seen_free[i] {
+            return Err(corrupt(format!(
+                "free slot {i} is missing from the free list"
+            )));
+        }
+        let f = slots.flags[i];
+        let score = slots.score[i];
+        if f & !(HAS_SCORE | ESTIMATED) != 0
+            || !(-1.0..=1.0).contains(&score)
+            || !slots.difficulty[i].is_finite()
+        {
+            return Err(corrupt(format!("slot {i} has invalid flags or values")));
+        }
+        let scored = f & HAS_SCORE != 0;
+        let ok = match st {
+            State::Cold => !scored,
+            State::Hard | State::Easy | State::Archived => scored,
+            _ => true,
+        };
+        if !ok {
+            return Err(corrupt(format!(
+                "slot {i} is {} but its score flag disagrees",
+                st.name()
+            )));
+        }
+        if st == State::InFlight {
+            flights += 1;
+        }
+    }
+    if flights != in_flight {
+        return Err(corrupt(format!(
+            "in-flight count {in_flight} disagrees with the slots ({flights})"
+        )));
+    }
+    pool.slots = slots;
+    pool.free = free;
+    pool.in_flight = in_flight;
+    if let Some(f) = pool.weights.as_mut() {
+        for _ in 0..n {
+            f.push_zero();
+        }
+    }
+    let mut hard = Vec::new();
+    let mut easy = Vec::new();
+    let mut archive = Vec::new();
+    let mut cold = Vec::new();
+    for i in 0..n {
+        let slot = i as u32;
+        let k = key(pool.slots.score[i], slot);
+        match pool.state(slot) {
+            State::Cold => cold.push((pool.slots.seq[i], slot)),
+            State::Hard => hard.push(k),
+            State::Easy => easy.push(k),
+            State::Archived => archive.push(k),
+            _ => {}
+        }
+    }
+    pool.cold = cold.into_iter().collect::<BTreeSet<_>>();
+    pool.hard = hard.iter().copied().collect();
+    pool.easy = easy.iter().copied().collect();
+    pool.archive = archive.into_iter().collect();
+    if pool.weights.is_some() {
+        for &k in hard.iter().chain(easy.iter()) {
+            let slot = crate::pool::key_slot(k);
+            let w = pool.priority_of(slot);
+            if let Some(f) = pool.weights.as_mut() {
+                f.set(slot as usize, w);
+            }
+        }
+    }
+    if let (Some(h), Some(e)) = (pool.hard.last(), pool.easy.first()) {
+        if h > e {
+            return Err(corrupt("hard and easy sides overlap"));
+        }
+    }
+    let (h, e) = (pool.hard.len(), pool.easy.len());
+    pool.rebalance();
+    if pool.hard.len() != h || pool.easy.len() != e {
+        return Err(corrupt(
+            "hard/easy split does not match the configured boundary",
+        ));
+    }
+    if log
+        .iter()
+        .any(|&id| id % pool.modulus >= n as u64 && id % pool.modulus != pool.cfg.capacity)
+    {
+        return Err(corrupt("insertion log refers to slots that do not exist"));
+    }
+    pool.log = log;
+    pool.pending = pending;
+    pool.spill = spill;
+    Ok(pool)
+}
