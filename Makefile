@@ -24,7 +24,7 @@ develop: deps
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
 
 rust-test:
-	cargo test --workspace --release -q
+	cargo test -p heapa-core --release -q
 
 py-test: develop
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q

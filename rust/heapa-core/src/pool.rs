@@ -413,7 +413,7 @@ impl Pool {
                 if self.hard.last().is_some_and(|&h| k < h) {
                     true
                 } else {
-                    !self.easy.first().is_some_and(|&e| k > e)
+                    self.easy.first().is_none_or(|&e| k <= e)
                 }
             }
         };
@@ -1126,9 +1126,9 @@ impl Pool {
         }
     }
 
-    /// Raw normalised scores by slot, for internal checks.
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) {
+    /// Panics if an internal invariant is broken (for tests and debugging;
+    /// O(n)).
+    pub fn check_invariants(&self) {
         let q = self.cfg.low_fraction;
         if self.cfg.boundary == Boundary::Quantile {
             let s = self.hard.len() + self.easy.len();

@@ -9,7 +9,7 @@
 //! body_len u64
 //! body     body_len bytes: sections, each `tag [u8; 4] | len u64 | data`,
 //!          in this order: CONF STAT SLOT PAYL FREE LOG_ PEND INBX
-//! checksum u64      xxh3-64 of body
+//! checksum u64      xxh3-64 of everything before it (header and body)
 //! ```
 //!
 //! * `CONF`: the configuration (fixed field order, see `put_config`).
@@ -231,7 +231,8 @@ impl Pool {
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&body);
-        out.extend_from_slice(&xxh3_64(&body).to_le_bytes());
+        let sum = xxh3_64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
         out
     }
 
@@ -327,7 +328,7 @@ impl Pool {
         }
         let body = &buf[24..buf.len() - 8];
         let sum = u64::from_le_bytes(buf[buf.len() - 8..].try_into().expect("8 bytes"));
-        if xxh3_64(body) != sum {
+        if xxh3_64(&buf[..buf.len() - 8]) != sum {
             return Err(corrupt("snapshot checksum mismatch: the file is corrupted"));
         }
         decode_body(body)
@@ -616,6 +617,7 @@ fn decode_body(body: &[u8]) -> Result<Pool> {
         }
     }
     let mut flights = 0u64;
+    #[allow(clippy::needless_range_loop)] // several columns indexed together
     for i in 0..n {
         let st = State::from_code(slots.state[i]).ok_or_else(|| {
             corrupt(format!(

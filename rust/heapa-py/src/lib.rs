@@ -183,9 +183,11 @@ fn state_from_name(s: &str) -> PyResult<State> {
         "easy" => State::Easy,
         "in_flight" => State::InFlight,
         "archived" => State::Archived,
-        _ => return Err(invalid(format!(
+        _ => {
+            return Err(invalid(format!(
             "state: expected one of ['cold', 'hard', 'easy', 'in_flight', 'archived'], got {s:?}"
-        ))),
+        )))
+        }
     })
 }
 
@@ -218,6 +220,7 @@ impl PoolCore {
     }
 
     #[pyo3(signature = (texts, answers=None, metadata=None, rewards=None, parents=None, difficulty=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn add<'py>(
         &self,
         py: Python<'py>,

@@ -1,0 +1,142 @@
+//! Golden values for PathAgg / ChildAgg and clean rejection of damaged snapshots.
+
+use heapa_core::payload::encode;
+use heapa_core::{
+    Config, CoreError, Direction, NewPrompt, Pool, RefreshMode, RefreshParams, Scope, State,
+};
+
+fn np(reward: Option<f64>, parent: Option<u64>, d: f64) -> NewPrompt {
+    NewPrompt {
+        payload: encode("q", Some("1"), None),
+        reward,
+        parent,
+        difficulty: Some(d),
+    }
+}
+
+/// root(a) -> {c1(v1, d1) -> {g(vg, dg)}, c2(v2, d2)}; rewards in [-1, 1].
+fn tree() -> (Pool, Vec<u64>) {
+    let cfg = Config {
+        reward_lo: -1.0,
+        reward_hi: 1.0,
+        capacity: 16,
+        ..Config::default()
+    };
+    let mut p = Pool::new(cfg).unwrap();
+    let root = p.add(vec![np(Some(0.2), None, 1.0)]).unwrap()[0];
+    let c = p
+        .add(vec![
+            np(Some(0.6), Some(root), 1.2),
+            np(Some(-0.4), Some(root), 0.8),
+        ])
+        .unwrap();
+    let g = p.add(vec![np(Some(0.9), Some(c[0]), 1.1)]).unwrap()[0];
+    (p, vec![root, c[0], c[1], g])
+}
+
+fn archive_all(p: &mut Pool) {
+    let ids = p.sample(16);
+    let rs: Vec<f64> = p.records(&ids).unwrap().score;
+    p.report(&ids, &rs, None, None, None).unwrap();
+}
+
+#[test]
+fn path_and_children_aggregation_golden() {
+    let g = |v: f64, d: f64| if v >= 0.0 { v / d } else { v * d };
+    for mode in [RefreshMode::Path, RefreshMode::Children] {
+        let (mut p, ids) = tree();
+        archive_all(&mut p);
+        let n = p.refresh(&RefreshParams {
+            mode,
+            temperature: 0.5,
+            ..Default::default()
+        });
+        assert_eq!(n, 2, "only the two internal nodes change");
+        let s = p.records(&ids).unwrap().score;
+        let c1 = (0.5f64 * 0.6 + 0.5 * g(0.9, 1.1)).clamp(-1.0, 1.0);
+        // leaves under c1: 1 (g); under c2: 1 (leaf) -> equal weights at any T.
+        let m = (g(c1, 1.2) + g(-0.4, 0.8)) / 2.0;
+        let root = 0.5 * 0.2 + 0.5 * m;
+        assert!((s[1] - c1).abs() < 1e-6, "{mode:?} c1 {} vs {c1}", s[1]);
+        assert!(
+            (s[0] - root).abs() < 1e-6,
+            "{mode:?} root {} vs {root}",
+            s[0]
+        );
+        assert!(
+            (s[2] + 0.4).abs() < 1e-6 && (s[3] - 0.9).abs() < 1e-6,
+            "leaves unchanged"
+        );
+    }
+    // Inverse direction and archive scope: live prompts keep their values.
+    let (mut p, ids) = tree();
+    let n = p.refresh(&RefreshParams {
+        direction: Direction::Inverse,
+        scope: Scope::Archive,
+        ..Default::default()
+    });
+    assert_eq!(n, 0);
+    let n = p.refresh(&RefreshParams {
+        direction: Direction::Inverse,
+        scope: Scope::All,
+        ..Default::default()
+    });
+    assert_eq!(n, 2);
+    let s = p.records(&ids).unwrap().score;
+    let c1: f64 = 0.5 * 0.6 + 0.5 * (0.9 * 1.1); // inverse: v·d for v ≥ 0
+    assert!((s[1] - c1.clamp(-1.0, 1.0)).abs() < 1e-6);
+}
+
+#[test]
+fn child_estimate_and_orphans() {
+    let (mut p, ids) = tree();
+    let kid = p.add(vec![np(None, Some(ids[1]), 1.33)]).unwrap()[0];
+    let r = p.records(&[kid]).unwrap();
+    assert!(r.estimated[0]);
+    assert!((r.score[0] - 0.6 / 1.33).abs() < 1e-6);
+    let neg = p.add(vec![np(None, Some(ids[2]), 5.0)]).unwrap()[0]; // d clamps to 1.33
+    assert!((p.records(&[neg]).unwrap().score[0] - (-0.4 * 1.33)).abs() < 1e-6);
+    // Evict everything scored by filling with harder prompts: children become roots.
+    let mut small = Pool::new(Config {
+        capacity: 2,
+        ..Config::default()
+    })
+    .unwrap();
+    let a = small.add(vec![np(Some(0.1), None, 1.0)]).unwrap()[0];
+    let b = small.add(vec![np(None, Some(a), 1.0)]).unwrap()[0];
+    small.add(vec![np(Some(0.9), None, 1.0)]).unwrap();
+    assert!(!small.contains(a));
+    let l = small.lineage(&[b]).unwrap();
+    assert_eq!((l.parent[0], l.depth[0]), (heapa_core::NO_PARENT, 0));
+}
+
+#[test]
+fn damaged_snapshots_are_rejected_cleanly() {
+    let (mut p, _) = tree();
+    p.sample(2);
+    let good = p.to_bytes();
+    assert!(Pool::from_bytes(&good).is_ok());
+    for cut in (0..good.len()).step_by(7) {
+        assert!(
+            matches!(Pool::from_bytes(&good[..cut]), Err(CoreError::Snapshot(_))),
+            "cut {cut}"
+        );
+    }
+    let mut x = 0x9E37_79B9u64;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut bad = good.clone();
+        let i = (x as usize) % bad.len();
+        bad[i] ^= 1 << (x % 8);
+        assert!(Pool::from_bytes(&bad).is_err(), "flip at {i}");
+    }
+    let mut future = good.clone();
+    future[8..12].copy_from_slice(&99u32.to_le_bytes());
+    let e = Pool::from_bytes(&future).err().unwrap().to_string();
+    assert!(e.contains("newer"), "{e}");
+    let mut copy = Pool::from_bytes(&good).unwrap();
+    assert_eq!(copy.ids_in(State::InFlight), p.ids_in(State::InFlight));
+    assert_eq!(copy.to_bytes(), good);
+}

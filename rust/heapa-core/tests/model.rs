@@ -1,0 +1,525 @@
+//! Model-based property tests: random operation sequences run against the
+//! engine and against a naive oracle (plain vectors, full sorts and scans),
+//! comparing partitions, scores and counters after every step.
+
+use std::collections::HashMap;
+
+use heapa_core::payload::encode;
+use heapa_core::{Boundary, Config, Eviction, NewPrompt, Pool, Reinsert, Sampling, Stat, State};
+use proptest::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum S {
+    Cold,
+    Live,
+    InFlight,
+    Archived,
+}
+
+#[derive(Clone, Debug)]
+struct P {
+    state: S,
+    score: Option<f32>,
+    observed: bool,
+    seq: u64,
+    slot: u64,
+}
+
+/// The naive oracle.
+struct Model {
+    cfg: Config,
+    ps: HashMap<u64, P>,
+    seq: u64,
+    evicted: u64,
+    dropped: u64,
+}
+
+fn norm(cfg: &Config, r: f64) -> f32 {
+    let f = cfg.normalize(r) as f32;
+    if f == 0.0 {
+        0.0
+    } else {
+        f
+    }
+}
+
+fn okey(score: f32, slot: u64) -> (u32, u64) {
+    let b = score.to_bits();
+    (if b >> 31 == 1 { !b } else { b | 0x8000_0000 }, slot)
+}
+
+impl Model {
+    fn held(&self) -> usize {
+        self.ps.len()
+    }
+
+    /// Scored live ids sorted by key.
+    fn scored_live(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .ps
+            .iter()
+            .filter(|(_, p)| p.state == S::Live)
+            .map(|(&i, _)| i)
+            .collect();
+        v.sort_by_key(|i| okey(self.ps[i].score.unwrap(), self.ps[i].slot));
+        v
+    }
+
+    fn cold_fifo(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .ps
+            .iter()
+            .filter(|(_, p)| p.state == S::Cold)
+            .map(|(&i, _)| i)
+            .collect();
+        v.sort_by_key(|i| self.ps[i].seq);
+        v
+    }
+
+    /// (hard, easy) split of the scored live prompts.
+    fn split(&self) -> (Vec<u64>, Vec<u64>) {
+        let v = self.scored_live();
+        match self.cfg.boundary {
+            Boundary::Quantile => {
+                let t = (self.cfg.low_fraction * v.len() as f64 + 0.5).floor() as usize;
+                (v[..t].to_vec(), v[t..].to_vec())
+            }
+            Boundary::Absolute => {
+                let t = self.cfg.normalize(self.cfg.target) as f32;
+                v.iter().partition(|i| self.ps[*i].score.unwrap() < t)
+            }
+        }
+    }
+
+    fn victim(&self) -> Option<u64> {
+        let mut cand: Vec<u64> = self
+            .ps
+            .iter()
+            .filter(|(_, p)| matches!(p.state, S::Live | S::Archived))
+            .map(|(&i, _)| i)
+            .collect();
+        cand.sort_by_key(|i| okey(self.ps[i].score.unwrap(), self.ps[i].slot));
+        let scored = match self.cfg.eviction {
+            Eviction::Hardest => cand.first().copied(),
+            Eviction::Easiest => cand.last().copied(),
+        };
+        scored.or_else(|| self.cold_fifo().first().copied())
+    }
+
+    /// Mirrors admission; `id` is what the engine returned.
+    fn add(&mut self, id: u64, reward: Option<f64>) {
+        let score = reward.map(|r| norm(&self.cfg, r));
+        if self.held() as u64 >= self.cfg.capacity {
+            let v = self.victim();
+            let loses = match (score, v) {
+                (_, None) => true,
+                (None, Some(_)) => false,
+                (Some(s), Some(v)) => match self.ps[&v].score {
+                    None => true,
+                    Some(vs) if self.ps[&v].state != S::Cold => match self.cfg.eviction {
+                        Eviction::Hardest => s < vs,
+                        Eviction::Easiest => s > vs,
+                    },
+                    Some(_) => true,
+                },
+            };
+            self.evicted += 1;
+            if loses {
+                return;
+            }
+            self.ps.remove(&v.unwrap());
+        }
+        let state = if score.is_some() { S::Live } else { S::Cold };
+        let slot = id % (self.cfg.capacity + 1);
+        self.ps.insert(
+            id,
+            P {
+                state,
+                score,
+                observed: score.is_some(),
+                seq: self.seq,
+                slot,
+            },
+        );
+        self.seq += 1;
+    }
+
+    fn return_scored(&mut self, id: u64) {
+        if self.cfg.drop_solved && self.ps[&id].score == Some(1.0) {
+            self.ps.remove(&id);
+            self.dropped += 1;
+        } else {
+            self.ps.get_mut(&id).unwrap().state = S::Live;
+        }
+    }
+
+    /// Before sampling: on-drain reinsertion; returns the allowed scored window.
+    fn before_sample(&mut self, k: usize) {
+        let live = self
+            .ps
+            .values()
+            .filter(|p| matches!(p.state, S::Cold | S::Live))
+            .count();
+        let archived: Vec<u64> = self
+            .ps
+            .iter()
+            .filter(|(_, p)| p.state == S::Archived)
+            .map(|(&i, _)| i)
+            .collect();
+        if self.cfg.reinsert == Reinsert::OnDrain && live < k && !archived.is_empty() {
+            for id in archived {
+                self.return_scored(id);
+            }
+        }
+    }
+
+    /// Checks a sample against the oracle and applies it.
+    fn check_sample(&mut self, k: usize, got: &[u64]) {
+        self.before_sample(k);
+        let cold = self.cold_fifo();
+        let c = cold.len().min(k);
+        assert_eq!(
+            &got[..c.min(got.len())],
+            &cold[..c],
+            "cold prompts first, FIFO"
+        );
+        let (hard, easy) = self.split();
+        let need = k - c;
+        let s = hard.len() + easy.len();
+        assert_eq!(got.len(), c + need.min(s), "sample size");
+        let rest = &got[c..];
+        if need > 0 && need < s {
+            let allowed: Vec<u64> = match self.cfg.sampling {
+                Sampling::Medium => self.window(&hard, &easy, need),
+                Sampling::Mixed => {
+                    let e = need / 2;
+                    let all: Vec<u64> = hard.iter().chain(easy.iter()).copied().collect();
+                    let easiest: Vec<u64> = all.iter().rev().take(e).copied().collect();
+                    assert_eq!(&rest[..e], &easiest[..], "mixed: easiest first");
+                    for id in &easiest {
+                        self.ps.get_mut(id).unwrap().state = S::InFlight;
+                    }
+                    let (h2, e2) = self.split();
+                    let w = self.window(&h2, &e2, need - e);
+                    for id in &rest[e..] {
+                        assert!(w.contains(id), "mixed: medium part within the window");
+                    }
+                    w
+                }
+                _ => hard.iter().chain(easy.iter()).copied().collect(),
+            };
+            for id in rest {
+                assert!(
+                    allowed.contains(id) || self.ps[id].state == S::InFlight,
+                    "scored pick outside its window"
+                );
+            }
+        }
+        let mut uniq = got.to_vec();
+        uniq.sort_unstable();
+        uniq.dedup();
+        assert_eq!(uniq.len(), got.len(), "no duplicates in a sample");
+        for id in got {
+            self.ps.get_mut(id).unwrap().state = S::InFlight;
+        }
+    }
+
+    fn window(&self, hard: &[u64], easy: &[u64], need: usize) -> Vec<u64> {
+        let want = (2 * need).min(hard.len() + easy.len());
+        match self.cfg.boundary {
+            Boundary::Quantile => {
+                let (mut up, mut down) = (easy.iter(), hard.iter().rev());
+                let mut out = Vec::new();
+                let mut easy_turn = true;
+                while out.len() < want {
+                    let n = if easy_turn {
+                        up.next().or_else(|| down.next())
+                    } else {
+                        down.next().or_else(|| up.next())
+                    };
+                    out.push(*n.unwrap());
+                    easy_turn = !easy_turn;
+                }
+                out
+            }
+            Boundary::Absolute => {
+                let t = self.cfg.normalize(self.cfg.target) as f32;
+                let mut all: Vec<u64> = hard.iter().chain(easy.iter()).copied().collect();
+                // Stable: nearest first, ties easy side first (approximated by
+                // allowing every prompt as near as the farthest chosen).
+                all.sort_by(|a, b| {
+                    let da = (self.ps[a].score.unwrap() - t).abs();
+                    let db = (self.ps[b].score.unwrap() - t).abs();
+                    da.partial_cmp(&db).unwrap()
+                });
+                let cut = (self.ps[&all[want - 1]].score.unwrap() - t).abs();
+                all.into_iter()
+                    .filter(|i| (self.ps[i].score.unwrap() - t).abs() <= cut)
+                    .collect()
+            }
+        }
+    }
+
+    fn report(&mut self, id: u64, r: f64) {
+        let new = self.cfg.normalize(r);
+        let p = self.ps.get_mut(&id).unwrap();
+        let v = match (self.cfg.stat, p.observed) {
+            (Stat::Ema, true) => {
+                self.cfg.ema_alpha * new + (1.0 - self.cfg.ema_alpha) * f64::from(p.score.unwrap())
+            }
+            _ => new,
+        };
+        let f = v.clamp(-1.0, 1.0) as f32;
+        p.score = Some(if f == 0.0 { 0.0 } else { f });
+        p.observed = true;
+        match self.cfg.reinsert {
+            Reinsert::OnDrain => p.state = S::Archived,
+            Reinsert::Immediate => self.return_scored(id),
+        }
+    }
+
+    fn release(&mut self, id: u64) {
+        let p = self.ps.get_mut(&id).unwrap();
+        p.state = if p.score.is_some() { S::Live } else { S::Cold };
+    }
+
+    fn compare(&self, pool: &Pool) {
+        let (hard, easy) = self.split();
+        let sorted = |mut v: Vec<u64>| {
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(pool.ids_in(State::Cold), self.cold_fifo(), "cold FIFO");
+        assert_eq!(sorted(pool.ids_in(State::Hard)), sorted(hard), "hard side");
+        assert_eq!(sorted(pool.ids_in(State::Easy)), sorted(easy), "easy side");
+        let of = |s: S| {
+            sorted(
+                self.ps
+                    .iter()
+                    .filter(|(_, p)| p.state == s)
+                    .map(|(&i, _)| i)
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            sorted(pool.ids_in(State::Archived)),
+            of(S::Archived),
+            "archive"
+        );
+        assert_eq!(
+            sorted(pool.ids_in(State::InFlight)),
+            of(S::InFlight),
+            "in flight"
+        );
+        let st = pool.stats();
+        assert_eq!(st.held as usize, self.held());
+        assert_eq!(st.counters.evicted, self.evicted);
+        assert_eq!(st.counters.dropped, self.dropped);
+        let ids: Vec<u64> = self.ps.keys().copied().collect();
+        let rec = pool.records(&ids).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            match self.ps[id].score {
+                Some(s) => assert!((self.cfg.normalize(rec.score[i]) - f64::from(s)).abs() < 1e-6),
+                None => assert!(rec.score[i].is_nan()),
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add(Vec<Option<u8>>),
+    Sample(usize),
+    Report(Vec<u8>),
+    Release(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => prop::collection::vec(prop::option::weighted(0.6, 0u8..=8), 1..6).prop_map(Op::Add),
+        3 => (0usize..6).prop_map(Op::Sample),
+        3 => prop::collection::vec(0u8..=8, 0..6).prop_map(Op::Report),
+        1 => (0usize..4).prop_map(Op::Release),
+    ]
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        1u64..24,
+        prop::bool::ANY,
+        prop::sample::select(vec![0.25, 0.5, 0.7]),
+        prop::sample::select(vec![
+            Sampling::Medium,
+            Sampling::Mixed,
+            Sampling::Uniform,
+            Sampling::Prioritized,
+        ]),
+        prop::bool::ANY,
+        prop::bool::ANY,
+        prop::bool::ANY,
+        prop::bool::ANY,
+        0u64..1000,
+    )
+        .prop_map(
+            |(capacity, absolute, q, sampling, easiest, ema, immediate, drop_solved, seed)| {
+                Config {
+                    capacity,
+                    boundary: if absolute {
+                        Boundary::Absolute
+                    } else {
+                        Boundary::Quantile
+                    },
+                    low_fraction: q,
+                    target: 0.5,
+                    sampling,
+                    eviction: if easiest {
+                        Eviction::Easiest
+                    } else {
+                        Eviction::Hardest
+                    },
+                    stat: if ema { Stat::Ema } else { Stat::Latest },
+                    reinsert: if immediate {
+                        Reinsert::Immediate
+                    } else {
+                        Reinsert::OnDrain
+                    },
+                    drop_solved,
+                    seed,
+                    ..Config::default()
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_oracle(cfg in config(), ops in prop::collection::vec(op(), 1..60)) {
+        let mut pool = Pool::new(cfg.clone()).unwrap();
+        let mut m = Model { cfg: cfg.clone(), ps: HashMap::new(), seq: 0, evicted: 0, dropped: 0 };
+        let mut in_flight: Vec<u64> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Add(rs) => {
+                    if m.ps.values().filter(|p| p.state == S::InFlight).count() as u64 >= cfg.capacity {
+                        continue;
+                    }
+                    let items: Vec<NewPrompt> = rs.iter().map(|r| NewPrompt {
+                        payload: encode("q", None, None),
+                        reward: r.map(|x| f64::from(x) / 8.0),
+                        parent: None,
+                        difficulty: None,
+                    }).collect();
+                    let ids = pool.add(items).unwrap();
+                    for (id, r) in ids.iter().zip(&rs) {
+                        m.add(*id, r.map(|x| f64::from(x) / 8.0));
+                    }
+                    for id in &ids {
+                        prop_assert_eq!(pool.contains(*id), m.ps.contains_key(id), "admission of {}", id);
+                    }
+                }
+                Op::Sample(k) => {
+                    let got = pool.sample(k);
+                    m.check_sample(k, &got);
+                    in_flight.extend(&got);
+                }
+                Op::Report(rs) => {
+                    let n = rs.len().min(in_flight.len());
+                    let ids: Vec<u64> = in_flight.drain(..n).collect();
+                    let rewards: Vec<f64> = rs[..n].iter().map(|&x| f64::from(x) / 8.0).collect();
+                    pool.report(&ids, &rewards, None, None, Some(1)).unwrap();
+                    for (id, r) in ids.iter().zip(&rewards) {
+                        m.report(*id, *r);
+                    }
+                }
+                Op::Release(n) => {
+                    let n = n.min(in_flight.len());
+                    let ids: Vec<u64> = in_flight.drain(..n).collect();
+                    pool.release(&ids).unwrap();
+                    for id in ids {
+                        m.release(id);
+                    }
+                }
+            }
+            pool.check_invariants();
+            m.compare(&pool);
+        }
+        // A snapshot round trip preserves everything, including future samples.
+        let bytes = pool.to_bytes();
+        let mut copy = Pool::from_bytes(&bytes).unwrap();
+        prop_assert_eq!(copy.fingerprint(), pool.fingerprint());
+        prop_assert_eq!(copy.sample(3), pool.sample(3));
+    }
+}
+
+#[test]
+fn failed_calls_change_nothing() {
+    let mut pool = Pool::new(Config {
+        capacity: 8,
+        ..Config::default()
+    })
+    .unwrap();
+    let np = |r: Option<f64>| NewPrompt {
+        payload: encode("q", None, None),
+        reward: r,
+        parent: None,
+        difficulty: None,
+    };
+    let ids = pool
+        .add(vec![np(Some(0.5)), np(None), np(Some(0.1))])
+        .unwrap();
+    let before = pool.fingerprint();
+    assert!(pool.add(vec![np(Some(0.5)), np(Some(2.0))]).is_err());
+    assert!(pool.add(vec![np(Some(f64::NAN))]).is_err());
+    assert!(pool.report(&ids[..1], &[0.5], None, None, None).is_err()); // not in flight
+    let s = pool.sample(2);
+    let mid = pool.fingerprint();
+    assert!(pool
+        .report(&[s[0], s[0]], &[0.1, 0.2], None, None, None)
+        .is_err());
+    assert!(pool.report(&s, &[0.1], None, None, None).is_err());
+    assert!(pool
+        .report(&s, &[0.1, 0.2], Some(&[4, 4]), Some(&[5, 1]), None)
+        .is_err());
+    assert!(pool
+        .report(&[s[0], 12345], &[0.1, 0.2], None, None, None)
+        .is_err());
+    assert_eq!(pool.fingerprint(), mid);
+    pool.release(&s).unwrap();
+    assert_ne!(pool.fingerprint(), before); // counters moved
+    assert_eq!(pool.stats().in_flight, 0);
+}
+
+#[test]
+fn million_deep_chain_refreshes_without_recursion() {
+    let n = 1_000_000usize;
+    let mut pool = Pool::new(Config {
+        capacity: n as u64,
+        ..Config::default()
+    })
+    .unwrap();
+    let mut parent = None;
+    let mut last = 0;
+    // Add in chunks so each child refers to an existing parent.
+    for i in 0..n {
+        let ids = pool
+            .add(vec![NewPrompt {
+                payload: encode("", None, None),
+                reward: Some(if i % 2 == 0 { 0.2 } else { 0.8 }),
+                parent,
+                difficulty: Some(1.1),
+            }])
+            .unwrap();
+        parent = Some(ids[0]);
+        last = ids[0];
+    }
+    let updated = pool.refresh(&heapa_core::RefreshParams {
+        scope: heapa_core::Scope::All,
+        ..Default::default()
+    });
+    assert_eq!(updated, n - 1);
+    let l = pool.lineage(&[last]).unwrap();
+    assert_eq!(l.depth[0] as usize, n - 1);
+    assert_eq!(l.n_leaves[0], 1);
+}
