@@ -12,7 +12,7 @@ $(PY):
 
 # Python dependencies (test + TRL extras) from PyPI; redone when pyproject changes.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "hypothesis>=6.100" "pytest-benchmark>=4" "ruff>=0.6"
+	$(PIP) install "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "hypothesis>=6.100" "pytest-benchmark>=4" "ruff>=0.6" "mypy>=1.10"
 	$(PIP) install "torch>=2.4" "trl>=1.10,<1.17" "transformers>=5.0" "datasets>=3" "accelerate>=1.0" \
 		"math-verify>=0.7" "matplotlib>=3.8" "tqdm>=4.60"
 	touch $(STAMP)
@@ -29,8 +29,9 @@ rust-test:
 py-test: develop
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q
 
-lint: deps
+lint: develop
 	cargo fmt --all -- --check
+	$(PY) -m mypy.stubtest heapa._heapa --allowlist .stubtest-allowlist
 	cargo clippy --workspace --all-targets --release -q -- -D warnings
 	$(VENV)/bin/ruff check python tests bench integration
 	$(VENV)/bin/ruff format --check python tests bench integration

@@ -1,6 +1,6 @@
 """Type stubs of the compiled engine module (private; use heapa.Pool)."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -11,8 +11,9 @@ __version__: str
 
 def validate_config(config: dict[str, Any]) -> None: ...
 
+@final
 class PoolCore:
-    def __init__(self, config: dict[str, Any]) -> None: ...
+    def __new__(cls, config: dict[str, Any]) -> PoolCore: ...
     def config(self) -> dict[str, Any]: ...
     def add(
         self,
