@@ -28,6 +28,12 @@ def ids(x: Any, name: str = "ids") -> np.ndarray:
     a = _as_1d(x, name)
     if a.size == 0:
         return np.zeros(0, dtype=np.uint64)
+    if a.dtype.kind == "f" and not isinstance(x, np.ndarray) and all(isinstance(v, (int, np.integer)) for v in x):
+        # numpy promotes a list mixing Python ints and uint64 to float64; keep them exact.
+        if any(v < 0 for v in x):
+            i = next(i for i, v in enumerate(x) if v < 0)
+            raise InvalidInputError(f"{name}[{i}] = {x[i]}: ids are non-negative")
+        return np.array([int(v) for v in x], dtype=np.uint64)
     if a.dtype.kind not in "iu":
         raise InvalidInputError(f"{name}: expected an integer array (uint64 ids), got dtype {a.dtype}")
     if a.dtype.kind == "i" and (a < 0).any():
