@@ -65,13 +65,22 @@ def counts(x: Any, name: str, n: int) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.uint32)
 
 
-def count(k: Any, name: str) -> int:
+#: Counts above this mean "no limit" (they are clamped so they fit the engine's i64).
+UNBOUNDED = 2**62
+
+
+def count(k: Any, name: str, *, clamp: bool = False) -> int:
+    """A non-negative integer; with ``clamp``, huge values mean "as many as there are"."""
     try:
         v = operator.index(k)
     except TypeError:
         raise InvalidInputError(f"{name}: expected an integer, got {type(k).__name__}") from None
     if v < 0:
         raise InvalidInputError(f"{name}: expected a non-negative integer, got {v}")
+    if v >= UNBOUNDED:
+        if clamp:
+            return UNBOUNDED
+        raise InvalidInputError(f"{name}: expected an integer below 2**62, got {v}")
     return v
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _arrays as A
 from ._heapa import NO_PARENT, PoolCore, validate_config
-from .exceptions import InvalidInputError
+from .exceptions import InvalidInputError, SnapshotError
 
 #: Names of the partitions, indexed by the engine's state codes.
 STATES = np.array(["free", "cold", "hard", "easy", "in_flight", "archived"])
@@ -189,7 +189,7 @@ class Pool:
         Returns fewer than ``k`` when the pool holds fewer; never blocks.
         Drawn prompts are in flight until :meth:`report` or :meth:`release`.
         """
-        return self._core.sample(A.count(k, "k"))
+        return self._core.sample(A.count(k, "k", clamp=True))
 
     def report(
         self,
@@ -239,7 +239,11 @@ class Pool:
         return self._core.answers(A.ids(ids))
 
     def metadata(self, ids: Any) -> list[Any]:
-        return [None if b is None else json.loads(b) for b in self._core.metadata_raw(A.ids(ids))]
+        i = A.ids(ids)
+        try:
+            return [None if b is None else json.loads(b) for b in self._core.metadata_raw(i)]
+        except ValueError as e:  # only reachable through a damaged snapshot
+            raise SnapshotError(f"stored metadata is not valid JSON ({e})") from None
 
     def records(self, ids: Any) -> dict[str, np.ndarray]:
         """Per-prompt statistics: score (user scale, NaN if unscored), visits,

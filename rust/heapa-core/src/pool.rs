@@ -689,7 +689,7 @@ impl Pool {
         if self.cfg.reinsert == Reinsert::OnDrain && live < k && !self.archive.is_empty() {
             self.reinsert_archive();
         }
-        let mut chosen: Vec<u32> = Vec::with_capacity(k);
+        let mut chosen: Vec<u32> = Vec::with_capacity(k.min(live + self.archive.len()));
         while chosen.len() < k {
             match self.cold.pop_first() {
                 Some((_, slot)) => {

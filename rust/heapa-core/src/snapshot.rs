@@ -251,8 +251,11 @@ impl Pool {
         let name = path
             .file_name()
             .ok_or_else(|| CoreError::Io(format!("not a file path: {}", path.display())))?;
+        // Unique per process and call, so concurrent saves never share a temp file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = dir.join(format!(
-            ".{}.tmp-{}",
+            ".{}.tmp-{}-{n}",
             name.to_string_lossy(),
             std::process::id()
         ));
@@ -283,7 +286,8 @@ impl Pool {
     }
 
     /// Cheap-to-compare digest of the whole state (xxh3 over the same data a
-    /// snapshot holds, minus the concurrently filled inbox queue).
+    /// snapshot holds, minus the inbox's queued items, which producers add
+    /// concurrently; saving therefore never changes the fingerprint).
     pub fn fingerprint(&self) -> u64 {
         let mut h = Xxh3::new();
         put_config(&mut h, &self.cfg);
@@ -294,9 +298,6 @@ impl Pool {
         h.put(bytemuck::cast_slice(&self.log));
         for (ready, it) in &self.pending {
             h.u64(*ready);
-            put_item(&mut h, it);
-        }
-        for it in &self.spill {
             put_item(&mut h, it);
         }
         h.digest()
@@ -331,6 +332,13 @@ impl Pool {
         if xxh3_64(&buf[..buf.len() - 8]) != sum {
             return Err(corrupt("snapshot checksum mismatch: the file is corrupted"));
         }
+        let flags = u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes"));
+        if flags != 0 {
+            return Err(corrupt(format!(
+                "snapshot header has unknown flags {flags:#x} (reserved, must be 0)"
+            )));
+        }
+
         decode_body(body)
     }
 }
