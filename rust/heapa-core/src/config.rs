@@ -3,7 +3,7 @@
 use crate::error::{invalid, Result};
 
 macro_rules! named_enum {
-    ($(#[$m:meta])* $name:ident { $($var:ident = $code:literal => [$($s:literal),+]),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident ($label:literal) { $($var:ident = $code:literal => [$($s:literal),+]),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum $name { $($var = $code),+ }
@@ -13,7 +13,7 @@ macro_rules! named_enum {
                 match s {
                     $($($s)|+ => Ok(Self::$var),)+
                     _ => Err(invalid(format!(
-                        concat!(stringify!($name), ": expected one of {:?}, got {:?}"),
+                        concat!($label, ": expected one of {:?}, got {:?}"),
                         [$([$($s),+][0]),+], s))),
                 }
             }
@@ -30,11 +30,11 @@ macro_rules! named_enum {
 
 named_enum!(
     /// Where the hard and easy sides split.
-    Boundary { Quantile = 0 => ["quantile"], Absolute = 1 => ["absolute"] }
+    Boundary ("boundary") { Quantile = 0 => ["quantile"], Absolute = 1 => ["absolute"] }
 );
 named_enum!(
     /// How scored prompts are chosen once the cold queue is empty.
-    Sampling {
+    Sampling ("sampling") {
         Medium = 0 => ["medium", "medium_only"],
         Mixed = 1 => ["mixed", "easy_medium_mixed", "mixed_easy_medium"],
         Uniform = 2 => ["uniform"],
@@ -43,27 +43,27 @@ named_enum!(
 );
 named_enum!(
     /// Which end of the difficulty order is evicted when the pool is full.
-    Eviction { Hardest = 0 => ["hardest"], Easiest = 1 => ["easiest"] }
+    Eviction ("eviction") { Hardest = 0 => ["hardest"], Easiest = 1 => ["easiest"] }
 );
 named_enum!(
     /// The per-prompt statistic kept from group results.
-    Stat { Latest = 0 => ["latest"], Ema = 1 => ["ema"] }
+    Stat ("stat") { Latest = 0 => ["latest"], Ema = 1 => ["ema"] }
 );
 named_enum!(
     /// When reported prompts return to the sampling heaps.
-    Reinsert { OnDrain = 0 => ["on_drain"], Immediate = 1 => ["immediate"] }
+    Reinsert ("reinsert") { OnDrain = 0 => ["on_drain"], Immediate = 1 => ["immediate"] }
 );
 named_enum!(
     /// Lineage aggregation of children values (ChildAgg / PathAgg).
-    RefreshMode { Path = 0 => ["path", "path_aggregation"], Children = 1 => ["children", "children_aggregation"] }
+    RefreshMode ("refresh (mode)") { Path = 0 => ["path", "path_aggregation"], Children = 1 => ["children", "children_aggregation"] }
 );
 named_enum!(
     /// Difficulty adjustment applied to a child's value before aggregation.
-    Direction { Reference = 0 => ["reference"], Inverse = 1 => ["inverse"] }
+    Direction ("refresh_direction") { Reference = 0 => ["reference"], Inverse = 1 => ["inverse"] }
 );
 named_enum!(
     /// Which prompts receive refreshed values.
-    Scope { Archive = 0 => ["archive"], All = 1 => ["all"] }
+    Scope ("refresh_scope") { Archive = 0 => ["archive"], All = 1 => ["all"] }
 );
 
 /// Parameters of one topology-aware refresh pass.
@@ -129,8 +129,10 @@ pub struct Config {
     pub drop_solved: bool,
     pub priority_epsilon: f64,
     pub priority_temperature: f64,
-    /// Refresh run before each on-drain reinsertion (None = off).
-    pub refresh: Option<RefreshParams>,
+    /// Refresh knobs (kept and validated even while the refresh is off).
+    pub refresh: RefreshParams,
+    /// Run `refresh` before each on-drain reinsertion.
+    pub refresh_on_reinsert: bool,
     pub inbox_capacity: u64,
     pub delay_steps: u64,
     pub seed: u64,
@@ -153,7 +155,8 @@ impl Default for Config {
             drop_solved: false,
             priority_epsilon: 0.1,
             priority_temperature: 1.0,
-            refresh: None,
+            refresh: RefreshParams::default(),
+            refresh_on_reinsert: false,
             inbox_capacity: 65_536,
             delay_steps: 0,
             seed: 0,
@@ -218,9 +221,7 @@ impl Config {
                 self.inbox_capacity
             )));
         }
-        if let Some(r) = &self.refresh {
-            r.validate()?;
-        }
+        self.refresh.validate()?;
         Ok(())
     }
 

@@ -941,7 +941,8 @@ impl Pool {
     /// lineage refresh when configured). Order is irrelevant here because ties
     /// are broken by slot, so no shuffle is needed for determinism.
     pub fn reinsert_archive(&mut self) {
-        if let Some(p) = self.cfg.refresh {
+        if self.cfg.refresh_on_reinsert {
+            let p = self.cfg.refresh;
             self.refresh(&p);
         }
         let keys = std::mem::take(&mut self.archive);

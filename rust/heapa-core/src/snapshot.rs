@@ -102,17 +102,12 @@ fn put_config(w: &mut impl Sink, c: &Config) {
     w.u8(u8::from(c.drop_solved));
     w.f64(c.priority_epsilon);
     w.f64(c.priority_temperature);
-    match &c.refresh {
-        None => w.u8(0),
-        Some(r) => {
-            w.u8(1);
-            w.u8(r.mode.code());
-            w.f64(r.temperature);
-            w.f64(r.blend);
-            w.u8(r.direction.code());
-            w.u8(r.scope.code());
-        }
-    }
+    w.u8(u8::from(c.refresh_on_reinsert));
+    w.u8(c.refresh.mode.code());
+    w.f64(c.refresh.temperature);
+    w.f64(c.refresh.blend);
+    w.u8(c.refresh.direction.code());
+    w.u8(c.refresh.scope.code());
     w.u64(c.inbox_capacity);
     w.u64(c.delay_steps);
     w.u64(c.seed);
@@ -461,20 +456,21 @@ fn read_config(r: &mut Reader) -> Result<Config> {
         priority_temperature: r.f64()?,
         ..Config::default()
     };
-    c.refresh = match r.u8()? {
-        0 => None,
-        1 => Some(RefreshParams {
-            mode: r.code(RefreshMode::from_code, "refresh mode")?,
-            temperature: r.f64()?,
-            blend: r.f64()?,
-            direction: r.code(Direction::from_code, "refresh direction")?,
-            scope: r.code(Scope::from_code, "refresh scope")?,
-        }),
+    c.refresh_on_reinsert = match r.u8()? {
+        0 => false,
+        1 => true,
         x => {
             return Err(corrupt(format!(
                 "snapshot config has an invalid refresh flag {x}"
             )))
         }
+    };
+    c.refresh = RefreshParams {
+        mode: r.code(RefreshMode::from_code, "refresh mode")?,
+        temperature: r.f64()?,
+        blend: r.f64()?,
+        direction: r.code(Direction::from_code, "refresh direction")?,
+        scope: r.code(Scope::from_code, "refresh scope")?,
     };
     c.inbox_capacity = r.u64()?;
     c.delay_steps = r.u64()?;

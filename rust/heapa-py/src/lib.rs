@@ -63,24 +63,23 @@ fn parse_refresh(d: &Bound<'_, PyDict>) -> PyResult<RefreshParams> {
 fn parse_config(d: &Bound<'_, PyDict>) -> PyResult<Config> {
     let def = Config::default();
     let (lo, hi): (f64, f64) = get(d, "reward_range", (def.reward_lo, def.reward_hi))?;
-    let refresh = match d.get_item("refresh")? {
-        Some(v) if !v.is_none() => {
-            let p = PyDict::new(d.py());
-            p.set_item("mode", v)?;
-            for (k, name) in [
-                ("refresh_temperature", "temperature"),
-                ("refresh_blend", "blend"),
-                ("refresh_direction", "direction"),
-                ("refresh_scope", "scope"),
-            ] {
-                if let Some(x) = d.get_item(k)? {
-                    p.set_item(name, x)?;
-                }
-            }
-            Some(parse_refresh(&p)?)
+    // The refresh knobs are parsed (and validated) even while the refresh is off.
+    let on = d.get_item("refresh")?.filter(|v| !v.is_none());
+    let p = PyDict::new(d.py());
+    if let Some(v) = &on {
+        p.set_item("mode", v)?;
+    }
+    for (k, name) in [
+        ("refresh_temperature", "temperature"),
+        ("refresh_blend", "blend"),
+        ("refresh_direction", "direction"),
+        ("refresh_scope", "scope"),
+    ] {
+        if let Some(x) = d.get_item(k)? {
+            p.set_item(name, x)?;
         }
-        _ => None,
-    };
+    }
+    let refresh = parse_refresh(&p)?;
     let name = |k: &str, v: &str| get(d, k, v.to_string());
     let cfg = Config {
         capacity: get(d, "capacity", def.capacity)?,
@@ -98,6 +97,7 @@ fn parse_config(d: &Bound<'_, PyDict>) -> PyResult<Config> {
         priority_epsilon: get(d, "priority_epsilon", def.priority_epsilon)?,
         priority_temperature: get(d, "priority_temperature", def.priority_temperature)?,
         refresh,
+        refresh_on_reinsert: on.is_some(),
         inbox_capacity: get(d, "inbox_capacity", def.inbox_capacity)?,
         delay_steps: get(d, "delay_steps", def.delay_steps)?,
         seed: get(d, "seed", def.seed)?,
@@ -121,8 +121,8 @@ fn config_dict<'py>(py: Python<'py>, c: &Config) -> PyResult<Bound<'py, PyDict>>
     d.set_item("drop_solved", c.drop_solved)?;
     d.set_item("priority_epsilon", c.priority_epsilon)?;
     d.set_item("priority_temperature", c.priority_temperature)?;
-    let r = c.refresh.unwrap_or_default();
-    d.set_item("refresh", c.refresh.map(|r| r.mode.name()))?;
+    let r = c.refresh;
+    d.set_item("refresh", c.refresh_on_reinsert.then(|| r.mode.name()))?;
     d.set_item("refresh_temperature", r.temperature)?;
     d.set_item("refresh_blend", r.blend)?;
     d.set_item("refresh_direction", r.direction.name())?;
