@@ -1,0 +1,415 @@
+"""TRL integration (issue 5): ``HeaPAGRPOTrainer`` on CPU with a tiny model built in the test.
+
+Covers the group layout TRL trains on, rewards reaching the right pool ids (also when a prompt's
+completions are split across two processes), release of prompts that were chosen but not trained,
+checkpoint/resume equality of the pool, and configuration errors raised before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1")
+
+import torch
+from heapa import HeapaError, PoolConfig
+from heapa.testing import arithmetic_dataset, char_tokenizer, tiny_grpo_config, tiny_model
+from heapa.trl import (
+    POOL_FILE,
+    SUPPORTED_VERSIONS,
+    HeaPAGRPOTrainer,
+    HeaPAMixin,
+    TRLCompatibilityError,
+    check_trl_compatibility,
+)
+from transformers import TrainerCallback
+from trl import GRPOTrainer
+
+torch.set_num_threads(1)
+# transformers 5.2x warns on every step because TRL reads the renamed gradient-checkpointing flag.
+pytestmark = pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*deprecated:FutureWarning")
+
+G = 4  # num_generations in every test
+METRICS = (
+    "pool/size",
+    "pool/cold",
+    "pool/hard",
+    "pool/easy",
+    "pool/in_flight",
+    "pool/archived",
+    "pool/evicted",
+    "pool/boundary",
+    "batch/pass_rate",
+    "batch/zero_variance_frac",
+    "time/pool_ms",
+)
+
+
+def by_id(heapa_id, **kwargs):
+    """Reward determined by the prompt id alone: (id % 5) / 4, so every group's mean is known."""
+    return [(i % 5) / 4 for i in heapa_id]
+
+
+def expected_score(i: int) -> float:
+    return (int(i) % 5) / 4
+
+
+def make_trainer(tmp_path, reward_funcs=(by_id,), dataset=None, trainer_cls=HeaPAGRPOTrainer, **kwargs):
+    cfg = {"per_device_train_batch_size": 2 * G, "num_generations": G, "max_steps": 3}
+    cfg.update(kwargs.pop("config", {}))
+    tok = char_tokenizer()
+    return trainer_cls(
+        model=tiny_model(tok, hidden=32, layers=1),
+        reward_funcs=list(reward_funcs),
+        args=tiny_grpo_config(str(tmp_path), **cfg),
+        train_dataset=dataset if dataset is not None else arithmetic_dataset(24),
+        processing_class=tok,
+        **kwargs,
+    )
+
+
+def all_ids(pool) -> np.ndarray:
+    return np.concatenate([pool.ids(s) for s in ("cold", "hard", "easy", "in_flight", "archived")])
+
+
+# ---------------------------------------------------------------------- one process
+
+
+def test_trains_and_logs_pool_metrics(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.train()
+    stats = trainer.heapa_pool.stats()
+    assert stats["added"] == 24
+    assert stats["sampled"] == stats["reported"] == 3 * 2  # 3 rounds x 2 prompts
+    assert stats["in_flight"] == 0
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 3
+    for entry in logged:
+        assert set(METRICS) <= set(entry)
+        assert entry["time/pool_ms"] > 0
+        assert entry["pool/in_flight"] == 0
+    # The placeholder dataset only drives the loop: one epoch's worth of rows, no real prompts.
+    assert set(trainer.train_dataset["prompt"]) == {""}
+
+
+@pytest.mark.parametrize(("steps_per_generation", "num_iterations"), [(1, 1), (2, 1), (2, 2)])
+def test_group_layout_and_reward_kwargs(tmp_path, steps_per_generation, num_iterations):
+    calls = []
+
+    def spy(prompts, completions, completion_ids, **kwargs):
+        calls.append({"prompts": prompts, **kwargs})
+        return [0.0] * len(prompts)
+
+    trainer = make_trainer(
+        tmp_path,
+        [spy],
+        config={
+            "max_steps": 4,
+            "gradient_accumulation_steps": steps_per_generation,
+            "num_iterations": num_iterations,
+        },
+    )
+    trainer.train()
+    pool = trainer.heapa_pool
+    # A round is generated once and reused for steps_per_generation x num_iterations micro-steps.
+    rounds = 4 * steps_per_generation // (steps_per_generation * num_iterations)
+    assert len(calls) == rounds
+    assert pool.stats()["sampled"] == rounds * 2 * steps_per_generation
+    for call in calls:
+        assert set(call) == {"prompts", "answer", "level", "heapa_id", "trainer_state", "log_extra", "log_metric"}
+        ids = np.asarray(call["heapa_id"], dtype=np.uint64)
+        groups = ids.reshape(-1, G)
+        assert (groups == groups[:, :1]).all(), "each prompt's completions must be adjacent"
+        assert len(set(groups[:, 0].tolist())) == len(groups), "a prompt appears once per round"
+        assert call["prompts"] == [p for p in pool.prompts(ids)]
+        assert call["answer"] == pool.answers(ids)
+        assert call["level"] == [m["level"] for m in pool.metadata(ids)]
+
+
+@pytest.mark.parametrize("verifier", ["by_id", 0, None])
+def test_rewards_reach_the_right_ids(tmp_path, verifier):
+    def noise(prompts, **kwargs):
+        return [0.25] * len(prompts)
+
+    trainer = make_trainer(
+        tmp_path,
+        [by_id, noise],
+        verifier=verifier,
+        pool_config=PoolConfig(reward_range=(0.0, 2.0)),
+        config={"reward_weights": [1.0, 2.0], "max_steps": 6},
+    )
+    trainer.train()
+    pool = trainer.heapa_pool
+    ids = all_ids(pool)
+    rec = pool.records(ids)
+    visited = rec["visits"] > 0
+    assert visited.sum() == 12
+    want = np.array([expected_score(i) for i in ids[visited]])
+    if verifier is None:  # TRL's weighted total: by_id + 2 * 0.25
+        want = want + 0.5
+    np.testing.assert_allclose(rec["score"][visited], want, atol=1e-6)
+    assert (rec["rollouts"][visited] == G).all()
+    threshold = 1.0  # middle of reward_range (0, 2)
+    np.testing.assert_array_equal(rec["correct"][visited], np.where(want > threshold, G, 0))
+
+
+def test_unscorable_groups_are_released(tmp_path):
+    def odd_only(heapa_id, **kwargs):
+        return [1.0 if i % 2 else None for i in heapa_id]
+
+    trainer = make_trainer(tmp_path, [odd_only], config={"max_steps": 4})
+    trainer.train()
+    pool = trainer.heapa_pool
+    stats = pool.stats()
+    assert stats["sampled"] == 8
+    assert stats["reported"] + stats["released"] == 8
+    ids = all_ids(pool)
+    rec = pool.records(ids)
+    assert (rec["visits"][ids % 2 == 0] == 0).all()  # even ids were never reported
+    assert stats["in_flight"] == 0
+
+
+def test_failed_round_releases_its_prompts(tmp_path):
+    calls = []
+
+    def fails_second_round(prompts, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("verifier crashed")
+        return [0.0] * len(prompts)
+
+    trainer = make_trainer(tmp_path, [fails_second_round])
+    with pytest.raises(RuntimeError, match="verifier crashed"):
+        trainer.train()
+    stats = trainer.heapa_pool.stats()
+    assert stats["in_flight"] == 0
+    assert stats["sampled"] == 4 and stats["reported"] == 2 and stats["released"] == 2
+
+
+def test_conversational_prompts(tmp_path):
+    seen = []
+
+    def spy(prompts, completions, **kwargs):
+        seen.extend(prompts)
+        return [0.0] * len(prompts)
+
+    trainer = make_trainer(tmp_path, [spy], dataset=arithmetic_dataset(16, conversational=True))
+    trainer.train()
+    assert all(isinstance(p, list) and p[0]["role"] == "user" for p in seen)
+    stored = trainer.heapa_pool.prompts(all_ids(trainer.heapa_pool))
+    assert all(json.loads(s)[0]["content"].endswith("=") for s in stored)
+
+
+def test_inbox_items_join_the_next_round(tmp_path):
+    class PushAfterStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 2:  # the 4 seed prompts have all been trained by now
+                pool.inbox.push(["7+7=", "8+8="], answers=["14", "16"], metadata=[{"level": 2}, {"level": 2}])
+
+    chosen = []
+
+    def spy(prompts, **kwargs):
+        chosen.extend(prompts)
+        return [0.0] * len(prompts)
+
+    trainer = make_trainer(tmp_path, [spy], dataset=arithmetic_dataset(4), callbacks=[PushAfterStep2()])
+    pool = trainer.heapa_pool
+    trainer.train()
+    assert set(chosen[4 * G :]) == {"7+7=", "8+8="}  # new items are cold, and cold goes first
+
+
+def test_evaluation_keeps_its_own_rows(tmp_path):
+    seen = []
+
+    def spy(prompts, **kwargs):
+        seen.append("heapa_id" in kwargs)
+        return [0.0] * len(prompts)
+
+    config = {"max_steps": 4, "eval_strategy": "steps", "eval_steps": 2, "per_device_eval_batch_size": 2 * G}
+    config["dataloader_num_workers"] = 1  # harmless: the loader only carries placeholder rows
+    trainer = make_trainer(tmp_path, [spy], eval_dataset=arithmetic_dataset(8, seed=1), config=config)
+    trainer.train()
+    assert seen.count(True) == 4  # training rounds come from the pool
+    assert seen.count(False) > 0  # evaluation batches are TRL's own eval rows
+    assert trainer.heapa_pool.stats()["reported"] == 4 * 2
+    assert any("eval_loss" in h for h in trainer.state.log_history)
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+class RecordLoad(HeaPAGRPOTrainer):
+    loaded_fingerprint = None
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.loaded_fingerprint = self.heapa_pool.fingerprint()
+
+
+def test_checkpoint_resume_restores_the_pool_exactly(tmp_path):
+    saved = {}
+
+    class OnSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            saved[state.global_step] = full.heapa_pool.fingerprint()
+
+    config = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2}
+    full = make_trainer(tmp_path / "a", config=config, callbacks=[OnSave()])
+    full.train()
+    checkpoint = tmp_path / "a" / "checkpoint-2"
+    assert (checkpoint / POOL_FILE).exists()
+
+    resumed = make_trainer(tmp_path / "b", config=config, trainer_cls=RecordLoad)
+    assert resumed.heapa_pool.fingerprint() != saved[2]  # freshly seeded
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.loaded_fingerprint == saved[2]
+    # Same RNG states and the same pool: the resumed run ends where the uninterrupted one did.
+    assert resumed.heapa_pool.fingerprint() == full.heapa_pool.fingerprint()
+    assert resumed.heapa_pool.stats()["reported"] == full.heapa_pool.stats()["reported"]
+
+
+# ---------------------------------------------------------------------- refusing bad configurations
+
+
+def _dataset(kw, change):
+    kw["train_dataset"] = change(kw["train_dataset"])
+
+
+# case -> (how to break valid trainer kwargs, expected error, message pattern)
+BAD = {
+    "max_steps unset": (lambda kw: setattr(kw["args"], "max_steps", -1), ValueError, "max_steps"),
+    "batch not a multiple of G": (
+        lambda kw: setattr(kw["args"], "generation_batch_size", 6),  # changed after TRL's own config check
+        ValueError,
+        "multiple of num_generations",
+    ),
+    "no answer column": (lambda kw: _dataset(kw, lambda d: d.remove_columns("answer")), ValueError, "'answer'"),
+    "no prompt column": (lambda kw: kw.update(prompt_column="question"), ValueError, "'question'"),
+    "reserved id column": (
+        lambda kw: _dataset(kw, lambda d: d.add_column("heapa_id", list(range(len(d))))),
+        ValueError,
+        "reserved",
+    ),
+    "image column": (
+        lambda kw: _dataset(kw, lambda d: d.add_column("image", [None] * len(d))),
+        ValueError,
+        "multimodal",
+    ),
+    "iterable dataset": (lambda kw: _dataset(kw, lambda d: d.to_iterable_dataset()), TypeError, "IterableDataset"),
+    "no dataset": (lambda kw: kw.update(train_dataset=None), TypeError, "got None"),
+    "unknown verifier": (lambda kw: kw.update(verifier="accuracy"), ValueError, "not one of the reward functions"),
+    "augmentation": (lambda kw: kw.update(augmentation=object()), NotImplementedError, "augmentation"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_configuration_fails_before_training(tmp_path, case):
+    tok = char_tokenizer()
+    kwargs = {
+        "model": tiny_model(tok, hidden=32, layers=1),
+        "reward_funcs": [by_id],
+        "args": tiny_grpo_config(str(tmp_path), per_device_train_batch_size=2 * G, num_generations=G),
+        "train_dataset": arithmetic_dataset(16),
+        "processing_class": tok,
+    }
+    breaks, error, match = BAD[case]
+    breaks(kwargs)
+    with pytest.raises(error, match=match):
+        HeaPAGRPOTrainer(**kwargs)
+
+
+def test_trl_rejects_groups_that_do_not_divide_the_batch(tmp_path):
+    with pytest.raises(ValueError, match="divisible by"):
+        tiny_grpo_config(str(tmp_path), per_device_train_batch_size=6, num_generations=4)
+
+
+def test_signature_guard_names_supported_versions():
+    class Drifted(GRPOTrainer):
+        def _calculate_rewards(self, inputs, prompts, completions):  # a future TRL drops a parameter
+            raise AssertionError
+
+    class Broken(HeaPAMixin, Drifted):
+        pass
+
+    with pytest.raises(TRLCompatibilityError, match=r"_calculate_rewards.*trl>=1\.10,<1\.17"):
+        check_trl_compatibility(Broken)
+    check_trl_compatibility(HeaPAGRPOTrainer)  # the installed TRL passes
+    assert SUPPORTED_VERSIONS["trl"] == ">=1.10,<1.17"
+
+
+def test_pool_too_small_for_a_round(tmp_path):
+    trainer = make_trainer(tmp_path, dataset=arithmetic_dataset(24), config={"max_steps": 1})
+    trainer.heapa_pool.sample(23)  # hold 23 of 24 prompts in flight elsewhere
+    with pytest.raises(HeapaError, match="only 1 of the 2 prompts"):
+        trainer.train()
+    assert trainer.heapa_pool.stats()["in_flight"] == 23  # the round's partial draw went back
+
+
+# ---------------------------------------------------------------------- two processes
+
+
+def test_two_processes_agree_and_split_groups_report_correctly(tmp_path):
+    worker = Path(__file__).with_name("trl_dist_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    # Same choices and pool fingerprints on both ranks, round by round.
+    assert ranks[0]["rounds"] == ranks[1]["rounds"]
+    rounds = ranks[0]["rounds"]
+    assert len(rounds) == 4
+    assert len({rnd["fingerprint"] for rnd in rounds} - {None}) == 4  # one distinct pool state per round
+    n_local = ranks[0]["n_local"]
+    for r, rank in enumerate(ranks):
+        for rnd, local in zip(rounds, rank["local_ids"], strict=True):
+            layout = [i for i in rnd["ids"] for _ in range(G)]  # every prompt G times in a row
+            assert local == layout[r * n_local : (r + 1) * n_local]
+
+    # Rank 0's completions score 1, rank 1's score 0: a group split 2/2 across ranks must read 0.5.
+    latest = {}
+    for rnd in rounds:
+        for p, i in enumerate(rnd["ids"]):
+            on_rank0 = sum(1 for j in range(p * G, (p + 1) * G) if j < n_local)
+            latest[i] = on_rank0 / G
+    assert sorted(set(latest.values())) == [0.0, 0.5, 1.0]  # the straddling group is exercised
+    pool = ranks[0]["pool"]
+    for i, score in zip(pool["ids"], pool["score"], strict=True):
+        assert score == pytest.approx(latest[i])
+
+
+# ---------------------------------------------------------------------- the example script
+
+
+def test_example_script_writes_metrics_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    script = Path(__file__).parents[1] / "integration" / "train_grpo.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    cmd = [sys.executable, str(script), "--output-dir", str(tmp_path), "--max-steps", "3", "--prompts-per-step", "4"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(set(METRICS) <= set(r) for r in rows)
+    assert (tmp_path / "metrics.png").stat().st_size > 10_000
+    assert "pool summary" in proc.stdout
