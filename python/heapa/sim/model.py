@@ -1,0 +1,251 @@
+"""The simulated RLVR learner: scenarios, task distributions and the learning rule.
+
+This is a *model*, chosen to be simple and stated in full, not evidence about
+LLMs. Everything a run depends on is in :class:`Scenario`.
+
+Learner
+-------
+* One scalar ability ``theta`` (logit scale). Prompt ``i`` has a latent
+  difficulty ``b_i``; one rollout on it is correct with probability
+  ``sigmoid(theta - b_i + mem_i)`` (``mem_i`` is a per-prompt memorisation bonus,
+  zero unless the scenario turns memorisation on).
+* A step trains on the groups of one batch (``batch`` prompts, ``group``
+  rollouts each). Only *informative* groups (some but not all rollouts correct)
+  carry a GRPO gradient; each carries one unit of signal (``signal="grpo"``,
+  std-normalised advantages; ``"variance"`` weighs it by 4k(G-k)/G^2), weighted by
+  ``generalise ** s_i`` (``s_i`` the prompt's memory strength; 1 without
+  memorisation). With ``n_eff`` the summed signal of the batch the ability moves
+  by ``lr * n_eff / (n_eff + noise_scale)``: diminishing returns in the amount of
+  signal per step, the gradient-noise-scale (critical batch size) model of
+  McCandlish et al. 2018, with the noise scale equal to the batch size by
+  default (batches are usually chosen near it).
+* Memorisation (optional): an informative group on prompt ``i`` adds 1 to
+  ``s_i``; the prompt's own pass rate gains ``memorise * s_i`` logits that do
+  not transfer to held-out prompts, and later visits generalise less
+  (``generalise ** s_i``). Forgetting (optional): ``s_i`` decays by
+  ``exp(-dt / forget)`` with the steps ``dt`` since the prompt was last seen.
+* Held-out accuracy: the expected pass@1 ``mean_j sigmoid(theta - b_j)`` over
+  ``n_eval`` prompts drawn from the same distribution as the training roots
+  (no memorisation there); noise-free given ``theta``.
+
+Families and augmentation
+-------------------------
+An augmented child of parent ``p`` has difficulty ``b_p + delta``,
+``delta ~ N(0, aug_shift_sd)``; the policy reports the ratio
+``d = exp(delta / aug_logit_per_log_ratio + N(0, aug_report_noise))`` (HeaPA
+clamps it to [0.75, 1.33]), so the report is informative but noisy. A
+fraction ``1 - aug_valid`` of candidates is rejected by the validator; of
+the accepted ones a fraction ``aug_label_noise`` carries a wrong answer and can
+never be solved. A child inherits ``aug_inherit_memory`` of its parent's memory
+strength (numeric variants of a memorised problem are partly memorised).
+
+Cost model
+----------
+Every rollout counts 1. Each augmentation candidate costs ``aug_gen_cost``
+(the policy generating the variant; 1 by default, although a variant is much
+shorter than a reasoning rollout) plus ``aug_val_cost`` (the validator; 1 by
+default), whether or not it is accepted. Pool operations are free.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A task distribution, a learner and a budget (see the module docstring)."""
+
+    name: str
+    description: str = ""
+    n_prompts: int = 2000
+    batch: int = 64
+    group: int = 8
+    #: difficulty distribution: mixture of normals (weight, mean, sd), logit scale
+    difficulty: tuple[tuple[float, float, float], ...] = ((1.0, 1.0, 1.5),)
+    theta0: float = 0.0
+    lr: float = 0.02
+    #: gradient-noise scale in informative groups; None = the batch size
+    noise_scale: float | None = None
+    #: signal of an informative group: "grpo" (1 each, std-normalised advantages)
+    #: or "variance" (4k(G-k)/G^2: the group's reward variance, as without std
+    #: normalisation; favours prompts near pass rate 0.5)
+    signal: Literal["grpo", "variance"] = "grpo"
+    memorise: float = 0.0
+    generalise: float = 1.0
+    forget: float = math.inf
+    n_eval: int = 2000
+    #: run length: budget in steps of batch*group rollouts; time-to-target runs on
+    #: to ``cap_factor`` times the budget
+    budget_steps: int = 400
+    cap_factor: float = 3.0
+    #: every run goes on to at least this multiple of the budget (the plots' x range)
+    horizon_factor: float = 1.5
+    # augmentation
+    aug_shift_sd: float = 0.5
+    aug_logit_per_log_ratio: float = 3.5
+    aug_report_noise: float = 0.1
+    aug_valid: float = 0.8
+    aug_label_noise: float = 0.05
+    aug_inherit_memory: float = 0.5
+    aug_gen_cost: float = 1.0
+    aug_val_cost: float = 1.0
+    #: pool capacity of augmenting samplers, in multiples of n_prompts; None:
+    #: large enough never to bind (as the paper's 1M cap), so nothing is evicted
+    aug_capacity: float | None = None
+
+    @property
+    def noise(self) -> float:
+        return float(self.batch if self.noise_scale is None else self.noise_scale)
+
+    @property
+    def max_steps(self) -> int:
+        """Upper bound on the number of steps of any run (the cost cap at one
+        batch per step)."""
+        return math.ceil(self.budget_steps * self.cap_factor)
+
+    def capacity(self, augmenting: bool) -> int:
+        if not augmenting:
+            return self.n_prompts
+        if self.aug_capacity is None:
+            return self.n_prompts + self.max_steps * self.batch
+        return int(self.n_prompts * self.aug_capacity)
+
+    @property
+    def budget(self) -> float:
+        """The fixed rollout budget (rollouts)."""
+        return float(self.budget_steps * self.batch * self.group)
+
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` difficulties from the scenario's mixture."""
+        w = np.array([c[0] for c in self.difficulty], dtype=float)
+        comp = rng.choice(len(w), size=n, p=w / w.sum())
+        mu = np.array([c[1] for c in self.difficulty])[comp]
+        sd = np.array([c[2] for c in self.difficulty])[comp]
+        return mu + sd * rng.standard_normal(n)
+
+    def initial_accuracy(self) -> float:
+        """Held-out accuracy at ``theta0`` over the distribution (fixed large sample)."""
+        b = self.draw(np.random.default_rng(12345), 200_000)
+        return float(sigmoid(self.theta0 - b).mean())
+
+    @property
+    def target(self) -> float:
+        """Target held-out accuracy: halve the initial error (fixed per scenario,
+        from the task distribution only, before any sampler runs)."""
+        a0 = self.initial_accuracy()
+        return round(a0 + (1.0 - a0) / 2.0, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["difficulty"] = [list(c) for c in self.difficulty]
+        d["forget"] = None if math.isinf(self.forget) else self.forget
+        d["noise_scale"] = self.noise
+        d["budget_rollouts"] = self.budget
+        d["target"] = self.target
+        return d
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+_BASE = Scenario(name="base", description="difficulty ~ N(1, 1.5) logits around ability 0; G=8, 2000 prompts / 64")
+_MEM = {"memorise": 0.2, "generalise": 0.9}
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        _BASE,
+        replace(_BASE, name="narrow", description="difficulty spread sd 0.5", difficulty=((1.0, 1.0, 0.5),)),
+        replace(_BASE, name="wide", description="difficulty spread sd 3.0", difficulty=((1.0, 1.0, 3.0),)),
+        replace(
+            _BASE,
+            name="too_hard",
+            description="difficulty ~ N(3, 1.5): most groups all-wrong",
+            difficulty=((1.0, 3.0, 1.5),),
+        ),
+        replace(
+            _BASE,
+            name="too_easy",
+            description="difficulty ~ N(-2, 1.5): most groups all-correct",
+            difficulty=((1.0, -2.0, 1.5),),
+        ),
+        replace(
+            _BASE,
+            name="bimodal",
+            description="half easy N(-2, 0.5), half hard N(3, 0.5)",
+            difficulty=((0.5, -2.0, 0.5), (0.5, 3.0, 0.5)),
+        ),
+        replace(
+            _BASE,
+            name="memorisation",
+            description="base + per-prompt memorisation (0.2 logit per "
+            "informative visit, each repeat generalises 0.9x)",
+            **_MEM,
+        ),
+        replace(
+            _BASE,
+            name="memorisation_forgetting",
+            description="memorisation that decays with time constant 60 steps",
+            forget=60.0,
+            **_MEM,
+        ),
+        replace(_BASE, name="G4", description="base with 4 rollouts per prompt", group=4),
+        replace(_BASE, name="G16", description="base with 16 rollouts per prompt", group=16),
+        replace(
+            _BASE,
+            name="paper_like",
+            description="pool/batch 27.3 and 16 rollouts per prompt, as the "
+            "paper's 14k prompts / 512 / 16, scaled down 8x",
+            n_prompts=1750,
+            batch=64,
+            group=16,
+        ),
+    )
+}
+
+#: Small scenarios for tests and smoke runs (not part of ``all``).
+EXTRA_SCENARIOS: dict[str, Scenario] = {
+    "tiny": replace(
+        _BASE,
+        name="tiny",
+        description="smoke test: 200 prompts / 16, 60 steps",
+        n_prompts=200,
+        batch=16,
+        budget_steps=60,
+        lr=0.08,
+        n_eval=500,
+    ),
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    if name in EXTRA_SCENARIOS:
+        return EXTRA_SCENARIOS[name]
+    known = ", ".join([*SCENARIOS, *EXTRA_SCENARIOS])
+    raise KeyError(f"unknown scenario {name!r} (known: {known})")
+
+
+def quick(s: Scenario) -> Scenario:
+    """A cheaper version of a scenario (``--quick``, smoke runs): a quarter of
+    the pool and of the batch (the same pool/batch ratio and group size), half
+    the steps at twice the learning rate. Its numbers are not the suite's."""
+    if s.name in EXTRA_SCENARIOS:
+        return s
+    return replace(
+        s,
+        n_prompts=max(s.n_prompts // 4, 50),
+        batch=max(s.batch // 4, 4),
+        noise_scale=None if s.noise_scale is None else s.noise_scale / 4,
+        budget_steps=s.budget_steps // 2,
+        lr=s.lr * 2,
+        n_eval=500,
+    )

@@ -1,0 +1,126 @@
+"""The samplers compared by ``heapa simulate``. Every one draws through a real
+:class:`heapa.Pool`; they differ in its configuration and in what the training
+loop does with the groups (filtering, augmentation, what it reports and when)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    description: str
+    #: PoolConfig overrides
+    pool: dict[str, Any] = field(default_factory=dict)
+    #: DAPO dynamic sampling: keep only informative groups, draw more batches
+    #: (up to ``max_gen_batches``, verl's default) until ``batch`` are kept;
+    #: every rollout is paid, surplus informative groups are discarded.
+    dapo_filter: bool = False
+    max_gen_batches: int = 10
+    #: which trained prompts get one augmented variant each: None (off),
+    #: "all" (the paper: every sampled prompt), "informative" (0 < correct < G)
+    augment: Literal["all", "informative"] | None = None
+    #: how children enter: "add" (pool.add with parents/difficulty) or "inbox"
+    #: (pool.inbox.push + pool.drain_inbox at the step boundary)
+    augment_via: Literal["add", "inbox"] = "inbox"
+    #: the score reported to the pool: "exact" (k/G) or "tiebreak": unsolved
+    #: groups report (k + 0.25 + 0.5u)/(G + 1), u ~ U(0, 1) -- the same order
+    #: between different k, a random order within equal k (the engine breaks
+    #: ties by slot) -- and solved groups (k = G) report exactly 1.
+    report: Literal["exact", "tiebreak"] = "exact"
+    #: minimum revisit interval, as a fraction of a pass over the initial pool:
+    #: trained prompts stay in flight ``round(fraction * n_prompts / batch)``
+    #: steps before they are reported (and can be drawn again); 0 = off
+    cooldown: float = 0.0
+    #: diagnostic, not a real sampler: draw every live prompt, keep the
+    #: ``batch`` whose *true* pass rate is nearest 0.5, release the rest
+    oracle: bool = False
+
+
+_PAPER = {"boundary": "quantile", "low_fraction": 0.5, "sampling": "medium", "reinsert": "on_drain"}
+_FRONTIER = {"boundary": "absolute", "target": 0.5, "sampling": "medium", "reinsert": "immediate"}
+_UNIFORM = {"sampling": "uniform", "reinsert": "immediate"}
+
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler(
+            "uniform", "uniform over the pool, with replacement across steps (immediate reinsertion)", dict(_UNIFORM)
+        ),
+        Sampler(
+            "uniform_epochs",
+            "shuffled epochs: uniform without replacement within a pass (on_drain); what a plain dataloader does",
+            {"sampling": "uniform", "reinsert": "on_drain"},
+        ),
+        Sampler(
+            "dapo_filter",
+            "DAPO dynamic sampling over shuffled epochs: all-correct/all-wrong groups are "
+            "dropped and more batches drawn until the batch is full; every rollout is paid",
+            {"sampling": "uniform", "reinsert": "on_drain"},
+            dapo_filter=True,
+        ),
+        Sampler(
+            "prioritized",
+            "prioritized by failure rate, weight ((1-p)+0.1)^1, immediate reinsertion",
+            {"sampling": "prioritized", "reinsert": "immediate"},
+        ),
+        Sampler(
+            "heapa_paper", "HeaPA as published: median boundary, medium sampling, on-drain reinsertion", dict(_PAPER)
+        ),
+        Sampler(
+            "heapa_frontier",
+            "absolute boundary at pass rate 0.5, medium sampling, immediate reinsertion",
+            dict(_FRONTIER),
+        ),
+        Sampler(
+            "heapa_paper_augment",
+            "heapa_paper + one on-policy variant of every sampled prompt "
+            "(the paper's rule), added with pool.add(parents=, difficulty=)",
+            dict(_PAPER),
+            augment="all",
+            augment_via="add",
+        ),
+        Sampler(
+            "heapa_frontier_augment",
+            "heapa_frontier + one variant of every prompt whose group was "
+            "informative, through pool.inbox.push + drain_inbox",
+            dict(_FRONTIER),
+            augment="informative",
+        ),
+        Sampler(
+            "heapa_frontier_tiebreak",
+            "heapa_frontier, reporting scores with a random tie-break "
+            "within equal pass counts (unsolved before solved)",
+            dict(_FRONTIER),
+            report="tiebreak",
+        ),
+        Sampler(
+            "heapa_frontier_tiebreak_cooldown",
+            "heapa_frontier_tiebreak + a minimum revisit interval of "
+            "a quarter pass (trained prompts reported, and drawable, only after that many steps)",
+            dict(_FRONTIER),
+            report="tiebreak",
+            cooldown=0.25,
+        ),
+        Sampler(
+            "oracle_frontier",
+            "DIAGNOSTIC ceiling, not a usable sampler: each step the batch prompts whose true pass rate is nearest 0.5",
+            dict(_UNIFORM),
+            oracle=True,
+        ),
+    )
+}
+
+#: The configuration heapa recommends to users (see docs/efficiency.md for why).
+RECOMMENDED = "heapa_frontier_tiebreak_cooldown"
+
+DEFAULT_SAMPLERS = tuple(SAMPLERS)
+
+
+def get_sampler(name: str) -> Sampler:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise KeyError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})") from None
