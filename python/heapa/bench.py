@@ -47,7 +47,6 @@ CHAIN_DEPTH = 3_000
 #: refresh_full re-keys live prompts too (``scope="all"``): at least as much
 #: work as the reference's refresh of a fully archived pool at reinsertion.
 REFRESH_SCOPE = "all"
-SUBJECT_DEFAULT = "heapa"
 IMPLS_DEFAULT = ("heapa", "best_python", "reference_design")
 
 OPS = (
@@ -320,11 +319,10 @@ def _rewards(rng: np.random.Generator, n: int) -> np.ndarray:
 class Context:
     """Inputs and pools shared by the scenarios of one (implementation, size)."""
 
-    def __init__(self, impl: Impl, size: int, seed: int = 0, profile: Profile = FULL):
+    def __init__(self, impl: Impl, size: int, seed: int = 0):
         self.impl = impl
         self.size = size
         self.seed = seed
-        self.profile = profile
         rng = np.random.default_rng([seed, size])
         self.prompts = [f"q{i}" for i in range(size)]
         self.rewards = _rewards(rng, size)
@@ -340,7 +338,6 @@ class Context:
         self._pool = None
         self._pool_cfg: dict | None = None
         self.memory: dict = {}
-        self.notes: list[str] = []
 
     def rng(self, op: str, rep: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.size, ALL_OPS.index(op), rep])
@@ -598,7 +595,7 @@ def max_size(impl: str, op: str) -> int | None:
 
 def run_worker(impl_name: str, size: int, ops: list[str], profile: Profile, seed: int = 0) -> dict:
     impl = make_impl(impl_name)
-    ctx = Context(impl, size, seed, profile)
+    ctx = Context(impl, size, seed)
     results: dict[str, dict | None] = {}
     errors: dict[str, str] = {}
     if "add" not in ops:  # memory is measured on the first build
@@ -648,6 +645,10 @@ def spawn_worker(impl: str, size: int, ops: list[str], quick: bool, seed: int) -
         # run this file as a script without putting its directory on sys.path
         bootstrap = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
         env = dict(os.environ)
+        # single-threaded numpy: idle BLAS worker threads spin and steal the
+        # second core on small machines
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.setdefault(var, "1")
         root = _find_bench_root()
         if root is not None:
             env.setdefault("HEAPA_BENCH_ROOT", str(root))
@@ -928,8 +929,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument(
         "--impls",
-        default=",".join(IMPLS_DEFAULT),
-        help="comma-separated implementations; the first is the subject (default: %(default)s)",
+        default=None,
+        help="comma-separated implementations; the first is the subject (default: "
+        + ",".join(IMPLS_DEFAULT)
+        + "; heapa alone where bench/baselines is not available)",
     )
     p.add_argument("--ops", default=",".join(ALL_OPS), help="comma-separated operations (default: all)")
     p.add_argument("--seed", type=int, default=0)
@@ -959,7 +962,15 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(result, f)
         return 0
 
-    impls = [i.strip() for i in args.impls.split(",") if i.strip()]
+    if args.impls is None:
+        impls = list(IMPLS_DEFAULT)
+        if _find_bench_root() is None:
+            print(
+                "heapa bench: bench/baselines not found (not a source checkout): running heapa alone", file=sys.stderr
+            )
+            impls = ["heapa"]
+    else:
+        impls = [i.strip() for i in args.impls.split(",") if i.strip()]
     if "heapa" in impls and not heapa_available():
         print(
             "heapa bench: the heapa extension is not importable (build it with `make develop`); "
