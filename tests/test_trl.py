@@ -21,7 +21,7 @@ pytest.importorskip("trl")
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1")
 
 import torch
-from heapa import HeapaError, PoolConfig
+from heapa import HeapaError, InvalidInputError, PoolConfig
 from heapa.testing import arithmetic_dataset, char_tokenizer, tiny_grpo_config, tiny_model
 from heapa.trl import (
     POOL_FILE,
@@ -326,6 +326,16 @@ def test_bad_configuration_fails_before_training(tmp_path, case):
     breaks(kwargs)
     with pytest.raises(error, match=match):
         HeaPAGRPOTrainer(**kwargs)
+
+
+def test_rewards_outside_the_pool_range_stop_training_clearly(tmp_path):
+    def too_big(prompts, **kwargs):
+        return [3.0] * len(prompts)
+
+    trainer = make_trainer(tmp_path, [too_big])
+    with pytest.raises(InvalidInputError, match=r"outside PoolConfig.reward_range \(0.0, 1.0\)"):
+        trainer.train()
+    assert trainer.heapa_pool.stats()["in_flight"] == 0  # the round was released
 
 
 def test_trl_rejects_groups_that_do_not_divide_the_batch(tmp_path):

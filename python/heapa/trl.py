@@ -215,7 +215,7 @@ class HeaPAMixin:
         self._heapa_chat = isinstance(dataset[0][prompt_column], list)
         self._heapa_verifier = self._resolve_verifier(verifier)
         config = pool_config if pool_config is not None else PoolConfig(seed=targs.seed)
-        lo, hi = getattr(config, "reward_range", (0.0, 1.0))
+        lo, hi = self._heapa_range = config.reward_range
         self._heapa_threshold = float(pass_threshold) if pass_threshold is not None else (lo + hi) / 2
         self._heapa_pending: np.ndarray | None = None  # chosen on main, not yet reported or released
         self._heapa_choice: dict | None = None  # this round's broadcast payload, while it is being scored
@@ -376,22 +376,25 @@ class HeaPAMixin:
         scored = n_rollouts > 0
         means = np.full(len(expected), np.nan)
         means[scored] = np.nansum(signal[scored], axis=1) / n_rollouts[scored]
+        lo, hi = self._heapa_range
+        outside = scored & ((means < lo) | (means > hi))
+        if outside.any():  # checked on every rank, so all of them stop together
+            j = int(np.flatnonzero(outside)[0])
+            what = "weighted total reward" if self._heapa_verifier is None else "verifier reward"
+            raise InvalidInputError(
+                f"heapa.trl: prompt {expected[j]} has a group-mean {what} of {means[j]:g}, outside "
+                f"PoolConfig.reward_range {self._heapa_range}; set reward_range to the reward's range or choose "
+                "another verifier."
+            )
         if self.accelerator.is_main_process:
             pool = self.heapa_pool
-            try:
-                pool.report(
-                    expected[scored],
-                    means[scored],
-                    n_rollouts=n_rollouts[scored],
-                    n_correct=n_correct[scored],
-                    step=self.state.global_step,
-                )
-            except InvalidInputError as exc:
-                signal = "weighted total reward" if self._heapa_verifier is None else "verifier reward"
-                raise InvalidInputError(
-                    f"{exc}. heapa.trl reports the {signal}'s group mean; set PoolConfig(reward_range=...) to its "
-                    "range or choose another verifier."
-                ) from exc
+            pool.report(
+                expected[scored],
+                means[scored],
+                n_rollouts=n_rollouts[scored],
+                n_correct=n_correct[scored],
+                step=self.state.global_step,
+            )
             if not scored.all():
                 pool.release(expected[~scored])
             self._heapa_pending = None
