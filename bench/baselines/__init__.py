@@ -62,6 +62,16 @@ class ReferenceCrash(RuntimeError):
     """
 
 
+def check_supported(boundary: str, eviction: str, reinsert: str) -> None:
+    """The subset of heapa's configuration both baselines implement."""
+    if boundary != "quantile":
+        raise NotImplementedError("baselines implement boundary='quantile' only")
+    if eviction != "hardest":
+        raise NotImplementedError("baselines implement eviction='hardest' only")
+    if reinsert not in ("on_drain", "immediate"):
+        raise ValueError(f"bad reinsert {reinsert!r}")
+
+
 def canonical_sampling(mode: str) -> str:
     mode = _SAMPLING_ALIASES.get(mode, mode)
     if mode not in SAMPLING_MODES:

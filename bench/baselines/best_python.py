@@ -45,6 +45,7 @@ from . import (
     Inbox,
     adjust,
     canonical_sampling,
+    check_supported,
     child_estimate,
     clamp_difficulty,
     from_score,
@@ -83,12 +84,7 @@ class BestPythonPool:
         temperature: float = 1.0,
         **_unused,
     ):
-        if boundary != "quantile":
-            raise NotImplementedError("baselines implement boundary='quantile' only")
-        if eviction != "hardest":
-            raise NotImplementedError("baselines implement eviction='hardest' only")
-        if reinsert not in ("on_drain", "immediate"):
-            raise ValueError(f"bad reinsert {reinsert!r}")
+        check_supported(boundary, eviction, reinsert)
         self.capacity = int(capacity)
         self.low_fraction = min(max(float(low_fraction), 0.0), 1.0)
         self.sampling = canonical_sampling(sampling)

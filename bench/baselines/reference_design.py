@@ -47,6 +47,7 @@ from . import (
     ReferenceCrash,
     adjust_scalar,
     canonical_sampling,
+    check_supported,
     child_estimate,
     clamp_difficulty,
     from_score,
@@ -96,12 +97,7 @@ class ReferenceDesignPool:
         temperature: float = 1.0,
         **_unused,
     ):
-        if boundary != "quantile":
-            raise NotImplementedError("baselines implement boundary='quantile' only")
-        if eviction != "hardest":
-            raise NotImplementedError("baselines implement eviction='hardest' only")
-        if reinsert not in ("on_drain", "immediate"):
-            raise ValueError(f"bad reinsert {reinsert!r}")
+        check_supported(boundary, eviction, reinsert)
         self.capacity = int(capacity)
         self.low_fraction = min(max(float(low_fraction), 0.05), 0.95)  # the reference clips q
         self.sampling = canonical_sampling(sampling)
