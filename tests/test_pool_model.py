@@ -74,8 +74,13 @@ class Model:
         return self.lo + (s + 1.0) * 0.5 * (self.hi - self.lo)
 
     # -- partitions ----------------------------------------------------------------------
-    def key(self, i: int) -> tuple[float, int]:
-        return (self.p[i].score, i % self.mod)
+    def key(self, i: int) -> tuple[float, int, int]:
+        """The engine's order: score, then when last added or reported."""
+        return (self.p[i].score, self.p[i].seq, i % self.mod)
+
+    def desc_runs(self, ids: list[int]) -> list[int]:
+        """Score descending, equal scores least recently trained first."""
+        return sorted(ids, key=lambda i: (-self.p[i].score, self.p[i].seq, i % self.mod))
 
     def ids_in(self, state: str) -> list[int]:
         return [i for i, p in self.p.items() if p.state == state]
@@ -97,7 +102,7 @@ class Model:
         """The 2·need candidates nearest the boundary, in the engine's order."""
         hard, easy = self.split(scored)
         want = min(2 * need, len(scored))
-        up, down = list(easy), list(reversed(hard))
+        up, down = list(easy), self.desc_runs(hard)
         out: list[int] = []
         if self.cfg.boundary == "quantile":
             easy_turn = True
@@ -108,7 +113,7 @@ class Model:
         else:
             t = f32(self.target)
             while len(out) < want:
-                take_up = f32(self.p[up[0]].score) - t <= t - f32(self.p[down[0]].score) if up and down else bool(up)
+                take_up = f32(self.p[up[0]].score) - t < t - f32(self.p[down[0]].score) if up and down else bool(up)
                 out.append((up if take_up else down).pop(0))
         return out
 
@@ -376,7 +381,8 @@ class PoolMachine(RuleBasedStateMachine):
             elif self.cfg.sampling == "mixed":
                 event("mixed window")
                 e = need // 2
-                easiest = sorted(scored, key=m.key, reverse=True)[:e]
+                hard, easy = m.split(scored)
+                easiest = (m.desc_runs(easy) + m.desc_runs(hard))[:e]
                 assert rest[:e] == easiest
                 remaining = [i for i in scored if i not in set(easiest)]
                 assert set(rest[e:]) <= set(m.window(remaining, need - e))
@@ -423,6 +429,7 @@ class PoolMachine(RuleBasedStateMachine):
             p.score = store(value)
             p.estimated = False
             p.visits += 1
+            p.seq, m.next_seq = m.next_seq, m.next_seq + 1
             if self.cfg.reinsert == "on_drain":
                 p.state = "archived"
             else:

@@ -10,7 +10,10 @@
 
 use crate::config::{Direction, RefreshMode, RefreshParams, Scope};
 use crate::error::Result;
-use crate::pool::{key, Pool, State, HAS_SCORE, NO_PARENT};
+use std::collections::BTreeSet;
+
+use crate::config::Boundary;
+use crate::pool::{key_score, key_slot, Key, Pool, State, HAS_SCORE, NO_PARENT};
 
 /// Topology of a batch of prompts.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -60,6 +63,14 @@ impl Pool {
     /// Bottom-up re-estimation over the whole forest. Returns how many
     /// prompts received a new value.
     pub fn refresh(&mut self, p: &RefreshParams) -> usize {
+        self.refresh_via(p, None)
+    }
+
+    /// `refresh` with the re-keying strategy forced (`Some(true)`: bulk
+    /// rebuild, `Some(false)`: one prompt at a time), so tests can check
+    /// that both give the same pool.
+    #[doc(hidden)]
+    pub fn refresh_via(&mut self, p: &RefreshParams, bulk: Option<bool>) -> usize {
         let n = self.slots.len();
         let mut sum_w = vec![0f64; n];
         let mut sum_wv = vec![0f64; n];
@@ -103,8 +114,13 @@ impl Pool {
             }
         }
         let count = updates.len();
-        for (slot, v) in updates {
-            self.rescore(slot, v);
+        let placed = self.hard.len() + self.easy.len() + self.archive.len();
+        if bulk.unwrap_or(count * 8 >= placed) {
+            self.rescore_all(&updates);
+        } else {
+            for (slot, v) in updates {
+                self.rescore(slot, v);
+            }
         }
         self.rebalance();
         self.counters.refreshes += 1;
@@ -114,12 +130,12 @@ impl Pool {
     /// Changes a held prompt's score, keeping its ordered set consistent.
     fn rescore(&mut self, slot: u32, v: f32) {
         let s = slot as usize;
-        let old = key(self.slots.score[s], slot);
+        let old = self.slot_key(slot);
         match self.state(slot) {
             State::Archived => {
                 self.archive.remove(&old);
                 self.slots.score[s] = v;
-                self.archive.insert(key(v, slot));
+                self.archive.insert(self.slot_key(slot));
             }
             State::Hard | State::Easy => {
                 if !self.hard.remove(&old) {
@@ -129,6 +145,59 @@ impl Pool {
                 self.place_scored(slot);
             }
             _ => self.slots.score[s] = v,
+        }
+    }
+
+    /// Bulk `rescore` for a large share of the pool: new keys are sorted
+    /// once and merged with the unchanged ones, and the sets are rebuilt from
+    /// sorted input (O(n)) instead of paying a random B-tree remove + insert
+    /// per prompt.
+    fn rescore_all(&mut self, updates: &[(u32, f32)]) {
+        let mut changed = vec![false; self.slots.len()];
+        let (mut scored, mut archived): (Vec<Key>, Vec<Key>) = (Vec::new(), Vec::new());
+        for &(slot, v) in updates {
+            let st = self.state(slot);
+            self.slots.score[slot as usize] = v;
+            match st {
+                State::Hard | State::Easy => scored.push(self.slot_key(slot)),
+                State::Archived => archived.push(self.slot_key(slot)),
+                _ => continue,
+            }
+            changed[slot as usize] = true;
+        }
+        let kept = |set: BTreeSet<Key>| -> Vec<Key> {
+            set.into_iter()
+                .filter(|&k| !changed[key_slot(k) as usize])
+                .collect()
+        };
+        // Every hard key is below every easy key, so hard ++ easy is sorted.
+        let mut live = kept(std::mem::take(&mut self.hard));
+        live.extend(kept(std::mem::take(&mut self.easy)));
+        let live = merge_sorted(live, scored);
+        let archive = merge_sorted(kept(std::mem::take(&mut self.archive)), archived);
+        self.archive = archive.into_iter().collect();
+        let split = match self.cfg.boundary {
+            Boundary::Absolute => {
+                let t = self.target_score();
+                live.partition_point(|&k| key_score(k) < t)
+            }
+            Boundary::Quantile => self.quantile_split(live.len()),
+        };
+        for (i, &k) in live.iter().enumerate() {
+            let st = if i < split { State::Hard } else { State::Easy };
+            self.slots.state[key_slot(k) as usize] = st as u8;
+        }
+        self.easy = live[split..].iter().copied().collect();
+        self.hard = live[..split].iter().copied().collect();
+        if self.weights.is_some() {
+            for &(slot, _) in updates {
+                if changed[slot as usize] && self.state(slot) != State::Archived {
+                    let w = self.priority_of(slot);
+                    if let Some(f) = self.weights.as_mut() {
+                        f.set(slot as usize, w);
+                    }
+                }
+            }
         }
     }
 
@@ -166,4 +235,23 @@ impl Pool {
             n_leaves: slots.iter().map(|&s| leaves[s as usize].max(1)).collect(),
         })
     }
+}
+
+/// Merges a sorted vector with an unsorted one (sorted here).
+fn merge_sorted(a: Vec<Key>, mut b: Vec<Key>) -> Vec<Key> {
+    b.sort_unstable();
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] < b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }

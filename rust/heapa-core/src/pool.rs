@@ -190,28 +190,82 @@ pub struct Records {
     pub difficulty: Vec<f32>,
 }
 
-/// Ordered-set key: (score, slot) packed so that u64 order = score order.
+/// Ordered-set key: (score, seq, slot) packed so that integer order = score
+/// order, and equal scores order by `seq` (when the prompt was last placed:
+/// added or reported). Ties are therefore least-recently-trained first, and
+/// a reported prompt lands at the end of its score's run, where the B-tree
+/// path is already hot, instead of at a random position.
+pub(crate) type Key = u128;
+
 #[inline]
-pub(crate) fn key(score: f32, slot: u32) -> u64 {
+pub(crate) fn key(score: f32, seq: u64, slot: u32) -> Key {
     let b = score.to_bits();
     let ord = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
-    (u64::from(ord) << 32) | u64::from(slot)
+    (Key::from(ord) << 96) | (Key::from(seq) << 32) | Key::from(slot)
 }
 
 #[inline]
-pub(crate) fn key_slot(k: u64) -> u32 {
+pub(crate) fn key_slot(k: Key) -> u32 {
     k as u32
 }
 
+/// The first key of `k`'s score run (every key with that score is >= it).
 #[inline]
-pub(crate) fn key_score(k: u64) -> f32 {
-    let ord = (k >> 32) as u32;
+pub(crate) fn run_start(k: Key) -> Key {
+    k >> 96 << 96
+}
+
+#[inline]
+pub(crate) fn key_score(k: Key) -> f32 {
+    let ord = (k >> 96) as u32;
     let b = if ord >> 31 == 1 {
         ord & 0x7FFF_FFFF
     } else {
         !ord
     };
     f32::from_bits(b)
+}
+
+/// Keys from the highest score down, each score's run in ascending order
+/// (least recently trained first): what the hard side's "nearest the
+/// boundary first" means. O(log n) per distinct score visited.
+pub(crate) struct DescRuns<'a> {
+    set: &'a BTreeSet<Key>,
+    run: Option<std::collections::btree_set::Range<'a, Key>>,
+    /// Exclusive upper bound of the runs not yet visited.
+    below: Option<Key>,
+}
+
+impl<'a> DescRuns<'a> {
+    pub(crate) fn new(set: &'a BTreeSet<Key>) -> Self {
+        DescRuns {
+            set,
+            run: None,
+            below: None,
+        }
+    }
+}
+
+impl Iterator for DescRuns<'_> {
+    type Item = Key;
+
+    fn next(&mut self) -> Option<Key> {
+        loop {
+            if let Some(k) = self.run.as_mut().and_then(Iterator::next) {
+                return Some(*k);
+            }
+            let last = match self.below {
+                None => self.set.last(),
+                Some(b) => self.set.range(..b).next_back(),
+            }?;
+            let start = run_start(*last);
+            self.run = Some(match self.below {
+                None => self.set.range(start..),
+                Some(b) => self.set.range(start..b),
+            });
+            self.below = Some(start);
+        }
+    }
 }
 
 /// Stores a score as f32 with -0.0 folded into 0.0 (so keys order consistently).
@@ -244,9 +298,9 @@ pub struct Pool {
     pub(crate) free: Vec<u32>,
     pub(crate) grave_gen: u64,
     pub(crate) cold: BTreeSet<(u64, u32)>,
-    pub(crate) hard: BTreeSet<u64>,
-    pub(crate) easy: BTreeSet<u64>,
-    pub(crate) archive: BTreeSet<u64>,
+    pub(crate) hard: BTreeSet<Key>,
+    pub(crate) easy: BTreeSet<Key>,
+    pub(crate) archive: BTreeSet<Key>,
     /// Sampling weights of live scored prompts (uniform / prioritized only).
     pub(crate) weights: Option<Fenwick>,
     /// Ids in insertion order (stale ids are skipped and compacted away): the
@@ -266,7 +320,7 @@ pub struct Pool {
 }
 
 enum Victim {
-    Scored(u64),
+    Scored(Key),
     Cold(u32),
 }
 
@@ -384,13 +438,14 @@ impl Pool {
     }
 
     #[inline]
-    pub(crate) fn slot_key(&self, slot: u32) -> u64 {
-        key(self.slots.score[slot as usize], slot)
+    pub(crate) fn slot_key(&self, slot: u32) -> Key {
+        let s = slot as usize;
+        key(self.slots.score[s], self.slots.seq[s], slot)
     }
 
     // ---- placement ------------------------------------------------------------
 
-    fn target_score(&self) -> f32 {
+    pub(crate) fn target_score(&self) -> f32 {
         store_score(self.cfg.normalize(self.cfg.target))
     }
 
@@ -409,13 +464,9 @@ impl Pool {
         let k = self.slot_key(slot);
         let to_hard = match self.cfg.boundary {
             Boundary::Absolute => self.slots.score[slot as usize] < self.target_score(),
-            Boundary::Quantile => {
-                if self.hard.last().is_some_and(|&h| k < h) {
-                    true
-                } else {
-                    self.easy.first().is_none_or(|&e| k <= e)
-                }
-            }
+            // Up to the easiest side's first key it is hard: every hard key
+            // stays below every easy key, and `rebalance` restores the split.
+            Boundary::Quantile => self.easy.first().is_none_or(|&e| k <= e),
         };
         if to_hard {
             self.hard.insert(k);
@@ -468,13 +519,18 @@ impl Pool {
         }
     }
 
+    /// How many of `scored` prompts the hard side holds under the quantile
+    /// boundary: round(q·s).
+    pub(crate) fn quantile_split(&self, scored: usize) -> usize {
+        (self.cfg.low_fraction * scored as f64 + 0.5).floor() as usize
+    }
+
     /// Restores the exact quantile split: hard = the round(q·s) lowest keys.
     pub(crate) fn rebalance(&mut self) {
         if self.cfg.boundary != Boundary::Quantile {
             return;
         }
-        let s = self.hard.len() + self.easy.len();
-        let target = (self.cfg.low_fraction * s as f64 + 0.5).floor() as usize;
+        let target = self.quantile_split(self.hard.len() + self.easy.len());
         while self.hard.len() > target {
             let k = self.hard.pop_last().expect("non-empty");
             self.easy.insert(k);
@@ -713,13 +769,10 @@ impl Pool {
                 match self.cfg.sampling {
                     Sampling::Medium => self.pick_medium(need),
                     Sampling::Mixed => {
-                        let mut easiest: Vec<u32> = self
-                            .easy
-                            .iter()
-                            .rev()
-                            .chain(self.hard.iter().rev())
+                        let mut easiest: Vec<u32> = DescRuns::new(&self.easy)
+                            .chain(DescRuns::new(&self.hard))
                             .take(need / 2)
-                            .map(|&k| key_slot(k))
+                            .map(key_slot)
                             .collect();
                         self.take_scored(&easiest);
                         self.rebalance();
@@ -756,8 +809,9 @@ impl Pool {
         }
         let want = (2 * need).min(self.hard.len() + self.easy.len());
         let mut cand: Vec<u32> = Vec::with_capacity(want);
-        let mut up = self.easy.iter().peekable();
-        let mut down = self.hard.iter().rev().peekable();
+        // Nearest first on both sides; equal scores least recently trained first.
+        let mut up = self.easy.iter().copied().peekable();
+        let mut down = DescRuns::new(&self.hard).peekable();
         match self.cfg.boundary {
             // Alternate sides, easy side first (the reference's order).
             Boundary::Quantile => {
@@ -768,21 +822,23 @@ impl Pool {
                     } else {
                         down.next().or_else(|| up.next())
                     };
-                    cand.push(key_slot(*next.expect("want <= scored")));
+                    cand.push(key_slot(next.expect("want <= scored")));
                     easy_turn = !easy_turn;
                 }
             }
-            // Nearest to the absolute target first; ties go to the easy side.
+            // Nearest to the absolute target first; at equal distance the hard
+            // side (a prompt nobody solves may become solvable, a solved one
+            // has nothing left to teach).
             Boundary::Absolute => {
                 let t = self.target_score();
                 while cand.len() < want {
                     let take_up = match (up.peek(), down.peek()) {
-                        (Some(&&u), Some(&&d)) => key_score(u) - t <= t - key_score(d),
+                        (Some(&u), Some(&d)) => key_score(u) - t < t - key_score(d),
                         (Some(_), None) => true,
                         _ => false,
                     };
                     let next = if take_up { up.next() } else { down.next() };
-                    cand.push(key_slot(*next.expect("want <= scored")));
+                    cand.push(key_slot(next.expect("want <= scored")));
                 }
             }
         }
@@ -898,8 +954,13 @@ impl Pool {
                 self.slots.last_step[s] = st as u32;
                 self.step = self.step.max(st);
             }
+            // Trained just now: last among equal scores.
+            self.slots.seq[s] = self.next_seq;
+            self.next_seq += 1;
             self.in_flight -= 1;
             self.set_state(slot, State::Free); // transient: placed right below
+        }
+        for slot in slots {
             match self.cfg.reinsert {
                 Reinsert::OnDrain => self.place_archived(slot),
                 Reinsert::Immediate => self.return_scored(slot),
@@ -1054,7 +1115,7 @@ impl Pool {
     /// from hardest to easiest, in-flight by slot.
     pub fn ids_in(&self, st: State) -> Vec<u64> {
         let from_keys =
-            |set: &BTreeSet<u64>| set.iter().map(|&k| self.id_of(key_slot(k))).collect();
+            |set: &BTreeSet<Key>| set.iter().map(|&k| self.id_of(key_slot(k))).collect();
         match st {
             State::Cold => self.cold.iter().map(|&(_, s)| self.id_of(s)).collect(),
             State::Hard => from_keys(&self.hard),
@@ -1085,7 +1146,7 @@ impl Pool {
     /// roughly 70% fill).
     pub fn memory_bytes(&self) -> u64 {
         let tree =
-            (self.hard.len() + self.easy.len() + self.archive.len()) * 15 + self.cold.len() * 26;
+            (self.hard.len() + self.easy.len() + self.archive.len()) * 26 + self.cold.len() * 26;
         let other = self.free.capacity() * 4
             + self.log.capacity() * 8
             + self.weights.as_ref().map_or(0, Fenwick::bytes);

@@ -42,7 +42,7 @@ use crate::config::{
 use crate::error::{CoreError, Result};
 use crate::inbox::InboxItem;
 use crate::payload;
-use crate::pool::{key, Counters, Pool, Slots, State, ESTIMATED, HAS_SCORE};
+use crate::pool::{Counters, Pool, Slots, State, ESTIMATED, HAS_SCORE};
 use crate::rng::Rng;
 
 pub const MAGIC: &[u8; 8] = b"HEAPASNP";
@@ -677,7 +677,7 @@ fn decode_body(body: &[u8]) -> Result<Pool> {
     let mut cold = Vec::new();
     for i in 0..n {
         let slot = i as u32;
-        let k = key(pool.slots.score[i], slot);
+        let k = pool.slot_key(slot);
         match pool.state(slot) {
             State::Cold => cold.push((pool.slots.seq[i], slot)),
             State::Hard => hard.push(k),

@@ -43,9 +43,25 @@ fn norm(cfg: &Config, r: f64) -> f32 {
     }
 }
 
-fn okey(score: f32, slot: u64) -> (u32, u64) {
-    let b = score.to_bits();
-    (if b >> 31 == 1 { !b } else { b | 0x8000_0000 }, slot)
+/// The engine's order: score, then `seq` (when last added or reported), then slot.
+fn okey(p: &P) -> (u32, u64, u64) {
+    let b = p.score.unwrap().to_bits();
+    (
+        if b >> 31 == 1 { !b } else { b | 0x8000_0000 },
+        p.seq,
+        p.slot,
+    )
+}
+
+/// Nearest-the-boundary order of the hard side: score descending, equal
+/// scores least recently trained (lowest seq) first.
+fn desc_runs(ps: &HashMap<u64, P>, ids: &[u64]) -> Vec<u64> {
+    let mut v = ids.to_vec();
+    v.sort_by_key(|i| {
+        let (o, seq, slot) = okey(&ps[i]);
+        (std::cmp::Reverse(o), seq, slot)
+    });
+    v
 }
 
 impl Model {
@@ -61,7 +77,7 @@ impl Model {
             .filter(|(_, p)| p.state == S::Live)
             .map(|(&i, _)| i)
             .collect();
-        v.sort_by_key(|i| okey(self.ps[i].score.unwrap(), self.ps[i].slot));
+        v.sort_by_key(|i| okey(&self.ps[i]));
         v
     }
 
@@ -98,7 +114,7 @@ impl Model {
             .filter(|(_, p)| matches!(p.state, S::Live | S::Archived))
             .map(|(&i, _)| i)
             .collect();
-        cand.sort_by_key(|i| okey(self.ps[i].score.unwrap(), self.ps[i].slot));
+        cand.sort_by_key(|i| okey(&self.ps[i]));
         let scored = match self.cfg.eviction {
             Eviction::Hardest => cand.first().copied(),
             Eviction::Easiest => cand.last().copied(),
@@ -193,8 +209,9 @@ impl Model {
                 Sampling::Medium => self.window(&hard, &easy, need),
                 Sampling::Mixed => {
                     let e = need / 2;
-                    let all: Vec<u64> = hard.iter().chain(easy.iter()).copied().collect();
-                    let easiest: Vec<u64> = all.iter().rev().take(e).copied().collect();
+                    let mut all = desc_runs(&self.ps, &easy);
+                    all.extend(desc_runs(&self.ps, &hard));
+                    let easiest: Vec<u64> = all[..e].to_vec();
                     assert_eq!(&rest[..e], &easiest[..], "mixed: easiest first");
                     for id in &easiest {
                         self.ps.get_mut(id).unwrap().state = S::InFlight;
@@ -228,7 +245,8 @@ impl Model {
         let want = (2 * need).min(hard.len() + easy.len());
         match self.cfg.boundary {
             Boundary::Quantile => {
-                let (mut up, mut down) = (easy.iter(), hard.iter().rev());
+                let down = desc_runs(&self.ps, hard);
+                let (mut up, mut down) = (easy.iter(), down.iter());
                 let mut out = Vec::new();
                 let mut easy_turn = true;
                 while out.len() < want {
@@ -272,6 +290,8 @@ impl Model {
         let f = v.clamp(-1.0, 1.0) as f32;
         p.score = Some(if f == 0.0 { 0.0 } else { f });
         p.observed = true;
+        p.seq = self.seq;
+        self.seq += 1;
         match self.cfg.reinsert {
             Reinsert::OnDrain => p.state = S::Archived,
             Reinsert::Immediate => self.return_scored(id),
