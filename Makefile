@@ -12,7 +12,7 @@ $(PY):
 
 # Python dependencies (test + TRL extras) from PyPI; redone when pyproject changes.
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "hypothesis>=6.100" "pytest-benchmark>=4" "ruff>=0.6" "mypy>=1.10"
+	$(PIP) install "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "hypothesis>=6.100" "pytest-benchmark>=4" "ruff>=0.6" "mypy>=1.10" "xxhash>=3"
 	$(PIP) install "torch>=2.4" "trl>=1.10,<1.17" "transformers>=5.0" "datasets>=3" "accelerate>=1.0" \
 		"math-verify>=0.7" "matplotlib>=3.8" "tqdm>=4.60"
 	touch $(STAMP)

@@ -333,6 +333,7 @@ def drive(pool: Pool, seed: int) -> list:
         {"sampling": "uniform", "eviction": "easiest", "capacity": 100},
         {"sampling": "prioritized", "priority_temperature": 0.7, "capacity": 100},
         {"reinsert": "immediate", "drop_solved": True, "stat": "ema", "refresh": "children"},
+        {"reinsert": "immediate", "boundary": "absolute", "revisit_fraction": 0.3},
         {
             "refresh": "path",
             "refresh_temperature": 2.0,
@@ -426,7 +427,7 @@ def test_snapshot_header_layout():
     data = Pool(PoolConfig(capacity=3)).to_bytes()
     assert data[:8] == b"HEAPASNP"
     version, flags, body_len = struct.unpack_from("<IIQ", data, 8)
-    assert version == heapa.SNAPSHOT_VERSION == 1
+    assert version == heapa.SNAPSHOT_VERSION == 2
     assert flags == 0
     assert body_len == len(data) - HEADER - 8
 
@@ -553,7 +554,7 @@ def test_wrong_magic_and_foreign_files():
             Pool.from_bytes(junk)
 
 
-@pytest.mark.parametrize("version", [2, 3, 1000, 2**32 - 1])
+@pytest.mark.parametrize("version", [3, 4, 1000, 2**32 - 1])
 def test_future_version(version):
     data = bytearray(Pool(PoolConfig(capacity=3)).to_bytes())
     data[8:12] = struct.pack("<I", version)
@@ -691,3 +692,27 @@ def test_snapshot_with_bad_metadata_bytes():
             continue
         with pytest.raises(HeapaError):
             loaded.metadata([i])
+
+
+def _sections(body: bytes) -> list[tuple[bytes, bytes]]:
+    out, pos = [], 0
+    while pos < len(body):
+        tag, (n,) = body[pos : pos + 4], struct.unpack_from("<Q", body, pos + 4)
+        out.append((tag, body[pos + 12 : pos + 12 + n]))
+        pos += 12 + n
+    return out
+
+
+def test_version_1_snapshots_still_load():
+    """A version-1 file (no COOL section, no revisit_fraction in CONF) loads
+    as a pool with the revisit interval off."""
+    pool = busy_pool()
+    data = pool.to_bytes()
+    secs = _sections(data[HEADER:-8])
+    assert [t for t, _ in secs][-1] == b"COOL"
+    v1 = [(t, b[:-8] if t == b"CONF" else b) for t, b in secs[:-1]]
+    body = b"".join(t + struct.pack("<Q", len(b)) + b for t, b in v1)
+    blob = data[:8] + struct.pack("<IIQ", 1, 0, len(body)) + body
+    loaded = Pool.from_bytes(with_checksum(blob))
+    assert loaded.fingerprint() == pool.fingerprint()
+    assert loaded.config.revisit_fraction == 0.0

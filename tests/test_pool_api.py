@@ -352,6 +352,69 @@ def test_immediate_reinsertion():
     assert s["archived"] == 0 and s["hard"] + s["easy"] == 4
 
 
+def test_equal_scores_are_drawn_least_recently_trained_first():
+    """An absolute frontier with every prompt tied cycles through all of them
+    (the order is training order, not slot order)."""
+    pool = Pool(PoolConfig(capacity=20, boundary="absolute", target=0.5, reinsert="immediate"))
+    ids = pool.add([f"q{i}" for i in range(10)], rewards=[0.5] * 10)
+    seen = []
+    for _ in range(10):
+        got = pool.sample(1)
+        pool.report(got, [0.5])
+        seen += got.tolist()
+    assert sorted(seen) == sorted(ids.tolist())
+
+
+def test_absolute_frontier_prefers_unsolved_at_equal_distance():
+    pool2 = Pool(PoolConfig(capacity=20, boundary="absolute", target=0.5, reinsert="immediate", seed=3))
+    a = pool2.add([f"s{i}" for i in range(4)], rewards=[1.0] * 4)
+    b = pool2.add([f"u{i}" for i in range(4)], rewards=[0.0] * 4)
+    # need=2 -> window of the 4 nearest: all four unsolved (hard side first).
+    assert set(pool2.sample(2).tolist()) <= set(b.tolist())
+    assert not set(a.tolist()) & set(pool2.ids("in_flight").tolist())
+
+
+def test_revisit_fraction_holds_trained_prompts_out():
+    pool = Pool(PoolConfig(capacity=20, reinsert="immediate", revisit_fraction=0.5, boundary="absolute"))
+    ids = pool.add([f"q{i}" for i in range(10)], rewards=[0.5] * 10)
+    first = pool.sample(2)
+    pool.report(first, [0.5, 0.5])
+    # Held 10 -> they sit out until 5 more prompts have been drawn.
+    assert pool.stats()["archived"] == 2
+    drawn = []
+    for _ in range(4):
+        got = pool.sample(1)
+        drawn += got.tolist()
+        pool.report(got, [0.5])
+    assert not set(drawn) & set(first.tolist())
+    # The fifth draw completes the interval; the next draw returns them to the heaps first.
+    pool.report(pool.sample(1), [0.5])
+    assert pool.stats()["archived"] == 7
+    got = pool.sample(1)
+    assert not set(got.tolist()) & set(first.tolist())  # never-trained prompts are older
+    assert set(first.tolist()) <= set(pool.ids("hard").tolist() + pool.ids("easy").tolist())
+    pool.release(got)
+    assert set(ids.tolist()) == set(np.concatenate([pool.ids(s) for s in ("hard", "easy", "archived")]).tolist())
+
+
+def test_revisit_fraction_releases_early_rather_than_short():
+    pool = Pool(PoolConfig(capacity=10, reinsert="immediate", revisit_fraction=0.9))
+    pool.add([f"q{i}" for i in range(4)], rewards=[0.2, 0.4, 0.6, 0.8])
+    got = pool.sample(3)
+    pool.report(got, [0.5] * 3)
+    # One live prompt left, four wanted: the cooling ones come back, oldest first.
+    assert len(pool.sample(4)) == 4
+
+
+@pytest.mark.parametrize("reinsert", ["on_drain"])
+def test_revisit_fraction_needs_immediate(reinsert):
+    with pytest.raises(InvalidInputError, match="immediate"):
+        PoolConfig(reinsert=reinsert, revisit_fraction=0.2)
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(InvalidInputError, match="revisit_fraction"):
+            PoolConfig(reinsert="immediate", revisit_fraction=bad)
+
+
 @pytest.mark.parametrize("mode", ["medium", "mixed", "easy_medium_mixed", "uniform", "prioritized"])
 def test_sampling_modes_draw_distinct_scored(mode):
     pool = Pool(PoolConfig(capacity=100, sampling=mode, seed=11))

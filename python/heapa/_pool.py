@@ -58,6 +58,11 @@ class PoolConfig:
     inbox_capacity: int = 65_536
     #: Steps drained inbox items wait before entering the pool.
     delay_steps: int = 0
+    #: Minimum revisit interval (``reinsert="immediate"`` only): a trained
+    #: prompt sits out (counted as archived) until ``revisit_fraction * held``
+    #: more prompts have been drawn; it comes back early only if a draw would
+    #: otherwise come up short. 0 = off.
+    revisit_fraction: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -108,8 +108,7 @@ STYLE = {
     "heapa_frontier": ("tab:brown", "-"),
     "heapa_paper_augment": ("tab:pink", "-"),
     "heapa_frontier_augment": ("tab:olive", "-"),
-    "heapa_frontier_tiebreak": ("tab:orange", "-"),
-    "heapa_frontier_tiebreak_cooldown": ("black", "-"),
+    "heapa_frontier_revisit": ("black", "-"),
     "oracle_frontier": ("grey", ":"),
 }
 

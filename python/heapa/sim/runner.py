@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -126,17 +125,12 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
 
     B, G = sc.batch, sc.group
     horizon, cap, target = sc.budget * sc.horizon_factor, sc.budget * sc.cap_factor, sc.target
-    cooldown = max(1, round(sp.cooldown * sc.n_prompts / B)) if sp.cooldown > 0 else 0
-    pending: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = deque()
     costs, accs = [0.0], [L.accuracy()]
     rollouts = aug_cost = 0.0
     groups = informative_groups = cand = accepted = 0
     t = 0
     while rollouts + aug_cost < cap and not (rollouts + aug_cost >= horizon and accs[-1] >= target):
         t += 1
-        while pending and pending[0][0] <= t:  # cooled-down prompts return
-            _, pid, psc, pk = pending.popleft()
-            pool.report(pid, psc, n_rollouts=np.full(pid.shape[0], G, dtype=np.uint32), n_correct=pk, step=t)
         # ---- choose prompts and roll out (DAPO: repeat until B informative groups)
         parts = []
         n_kept = 0
@@ -162,14 +156,7 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
             groups += n
             inf = (k > 0) & (k < G)
             informative_groups += int(inf.sum())
-            if sp.report == "tiebreak":
-                score = np.where(k == G, 1.0, (k + 0.25 + 0.5 * rng.random(n)) / (G + 1))
-            else:
-                score = k / G
-            if cooldown:
-                pending.append((t + cooldown, ids, score, k))
-            else:
-                pool.report(ids, score, n_rollouts=np.full(n, G, dtype=np.uint32), n_correct=k, step=t)
+            pool.report(ids, k / G, n_rollouts=np.full(n, G, dtype=np.uint32), n_correct=k, step=t)
             if sp.dapo_filter:
                 sel = np.flatnonzero(inf)[: B - n_kept]
                 ids, slots, s, k, inf = ids[sel], slots[sel], s[sel], k[sel], inf[sel]

@@ -25,15 +25,6 @@ class Sampler:
     #: how children enter: "add" (pool.add with parents/difficulty) or "inbox"
     #: (pool.inbox.push + pool.drain_inbox at the step boundary)
     augment_via: Literal["add", "inbox"] = "inbox"
-    #: the score reported to the pool: "exact" (k/G) or "tiebreak": unsolved
-    #: groups report (k + 0.25 + 0.5u)/(G + 1), u ~ U(0, 1) -- the same order
-    #: between different k, a random order within equal k (the engine breaks
-    #: ties by slot) -- and solved groups (k = G) report exactly 1.
-    report: Literal["exact", "tiebreak"] = "exact"
-    #: minimum revisit interval, as a fraction of a pass over the initial pool:
-    #: trained prompts stay in flight ``round(fraction * n_prompts / batch)``
-    #: steps before they are reported (and can be drawn again); 0 = off
-    cooldown: float = 0.0
     #: diagnostic, not a real sampler: draw every live prompt, keep the
     #: ``batch`` whose *true* pass rate is nearest 0.5, release the rest
     oracle: bool = False
@@ -90,19 +81,10 @@ SAMPLERS: dict[str, Sampler] = {
             augment="informative",
         ),
         Sampler(
-            "heapa_frontier_tiebreak",
-            "heapa_frontier, reporting scores with a random tie-break "
-            "within equal pass counts (unsolved before solved)",
-            dict(_FRONTIER),
-            report="tiebreak",
-        ),
-        Sampler(
-            "heapa_frontier_tiebreak_cooldown",
-            "heapa_frontier_tiebreak + a minimum revisit interval of "
-            "a quarter pass (trained prompts reported, and drawable, only after that many steps)",
-            dict(_FRONTIER),
-            report="tiebreak",
-            cooldown=0.25,
+            "heapa_frontier_revisit",
+            "heapa_frontier + a minimum revisit interval (revisit_fraction=0.25: a trained "
+            "prompt sits out until a quarter of the pool has been drawn)",
+            {**_FRONTIER, "revisit_fraction": 0.25},
         ),
         Sampler(
             "oracle_frontier",
@@ -114,7 +96,7 @@ SAMPLERS: dict[str, Sampler] = {
 }
 
 #: The configuration heapa recommends to users (see docs/efficiency.md for why).
-RECOMMENDED = "heapa_frontier_tiebreak_cooldown"
+RECOMMENDED = "heapa_frontier_revisit"
 
 DEFAULT_SAMPLERS = tuple(SAMPLERS)
 

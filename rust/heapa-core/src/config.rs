@@ -135,6 +135,11 @@ pub struct Config {
     pub refresh_on_reinsert: bool,
     pub inbox_capacity: u64,
     pub delay_steps: u64,
+    /// Minimum revisit interval (`reinsert = "immediate"` only): a reported
+    /// prompt sits out until `revisit_fraction × held` more prompts have been
+    /// drawn (0 = off). Keeps an absolute frontier from retraining the same
+    /// few prompts while the rest of the pool waits.
+    pub revisit_fraction: f64,
     pub seed: u64,
 }
 
@@ -159,6 +164,7 @@ impl Default for Config {
             refresh_on_reinsert: false,
             inbox_capacity: 65_536,
             delay_steps: 0,
+            revisit_fraction: 0.0,
             seed: 0,
         }
     }
@@ -219,6 +225,18 @@ impl Config {
                 "inbox_capacity: expected 1..={}, got {}",
                 1u64 << 30,
                 self.inbox_capacity
+            )));
+        }
+        if !(0.0..1.0).contains(&self.revisit_fraction) {
+            return Err(invalid(format!(
+                "revisit_fraction: expected a value in [0, 1), got {}",
+                self.revisit_fraction
+            )));
+        }
+        if self.revisit_fraction > 0.0 && self.reinsert != Reinsert::Immediate {
+            return Err(invalid(format!(
+                "revisit_fraction = {} needs reinsert=\"immediate\" (on_drain already holds every trained prompt until the pool drains)",
+                self.revisit_fraction
             )));
         }
         self.refresh.validate()?;

@@ -8,10 +8,11 @@
 //! Partitions:
 //! - *cold*: unscored prompts, FIFO by insertion sequence;
 //! - *hard* / *easy*: scored live prompts in two ordered sets keyed by
-//!   (score, slot), split at the `low_fraction` quantile (kept exact after
-//!   every call) or at an absolute score;
-//! - *archive*: reported prompts waiting for on-drain reinsertion (ordered by
-//!   score too, because they are eviction candidates);
+//!   (score, seq, slot) -- equal scores least recently trained first -- split
+//!   at the `low_fraction` quantile (kept exact after every call) or at an
+//!   absolute score;
+//! - *archive*: reported prompts waiting for on-drain reinsertion or sitting
+//!   out `revisit_fraction` (ordered by score too: eviction candidates);
 //! - *in flight*: sampled, waiting for `report` or `release`.
 //!
 //! Every operation is O(log n) per prompt touched; ordered sets are B-trees,
@@ -311,6 +312,10 @@ pub struct Pool {
     pub(crate) rng: Rng,
     pub(crate) counters: Counters,
     pub(crate) step: u64,
+    /// Trained prompts sitting out `revisit_fraction` (held in the archive):
+    /// (drawable once `counters.sampled` reaches this, seq, slot). Entries
+    /// whose prompt left the archive or was retrained are stale and skipped.
+    pub(crate) cooling: BTreeSet<(u64, u64, u32)>,
     /// Drained inbox items waiting out `delay_steps`: (ready step, item).
     pub(crate) pending: VecDeque<(u64, InboxItem)>,
     /// Inbox items taken out of the lock-free queue by a snapshot, drained
@@ -347,6 +352,7 @@ impl Pool {
             in_flight: 0,
             counters: Counters::default(),
             step: 0,
+            cooling: BTreeSet::new(),
             pending: VecDeque::new(),
             spill: VecDeque::new(),
         })
@@ -741,6 +747,9 @@ impl Pool {
         if k == 0 {
             return Vec::new();
         }
+        if self.cfg.revisit_fraction > 0.0 {
+            self.release_cooled(k);
+        }
         let live = self.cold.len() + self.hard.len() + self.easy.len();
         if self.cfg.reinsert == Reinsert::OnDrain && live < k && !self.archive.is_empty() {
             self.reinsert_archive();
@@ -963,6 +972,7 @@ impl Pool {
         for slot in slots {
             match self.cfg.reinsert {
                 Reinsert::OnDrain => self.place_archived(slot),
+                Reinsert::Immediate if self.cfg.revisit_fraction > 0.0 => self.cool(slot),
                 Reinsert::Immediate => self.return_scored(slot),
             }
         }
@@ -982,6 +992,44 @@ impl Pool {
         }
     }
 
+    /// Holds a just-trained prompt in the archive until `revisit_fraction ×
+    /// held` more prompts have been drawn (or drops it if solved and
+    /// `drop_solved` is set).
+    fn cool(&mut self, slot: u32) {
+        if self.cfg.drop_solved && self.slots.score[slot as usize] >= 1.0 {
+            return self.return_scored(slot);
+        }
+        self.place_archived(slot);
+        let wait = (self.cfg.revisit_fraction * self.held() as f64).ceil() as u64;
+        let ready = self.counters.sampled.saturating_add(wait);
+        self.cooling
+            .insert((ready, self.slots.seq[slot as usize], slot));
+    }
+
+    /// Whether a cooling entry still describes its prompt.
+    pub(crate) fn cooling_entry_live(&self, seq: u64, slot: u32) -> bool {
+        self.state(slot) == State::Archived && self.slots.seq[slot as usize] == seq
+    }
+
+    /// Returns cooled-down prompts to the heaps before a draw of `k`; when
+    /// fewer than `k` prompts are drawable, the earliest-ready ones come back
+    /// early rather than leaving the batch short.
+    fn release_cooled(&mut self, k: usize) {
+        let now = self.counters.sampled;
+        while let Some(&(ready, seq, slot)) = self.cooling.first() {
+            let live = self.cold.len() + self.hard.len() + self.easy.len();
+            if ready > now && live >= k {
+                break;
+            }
+            self.cooling.pop_first();
+            if self.cooling_entry_live(seq, slot) {
+                self.archive.remove(&self.slot_key(slot));
+                self.place_scored(slot);
+            }
+        }
+        self.rebalance();
+    }
+
     /// Returns in-flight prompts, unchanged, to the partition they came from.
     pub fn release(&mut self, ids: &[u64]) -> Result<()> {
         let slots = self.resolve_in_flight(ids)?;
@@ -999,14 +1047,15 @@ impl Pool {
     }
 
     /// Controlled reinsertion: the whole archive returns to the heaps (after a
-    /// lineage refresh when configured). Order is irrelevant here because ties
-    /// are broken by slot, so no shuffle is needed for determinism.
+    /// lineage refresh when configured). Keys are total, so the order of
+    /// insertion does not matter and no shuffle is needed for determinism.
     pub fn reinsert_archive(&mut self) {
         if self.cfg.refresh_on_reinsert {
             let p = self.cfg.refresh;
             self.refresh(&p);
         }
         let keys = std::mem::take(&mut self.archive);
+        self.cooling.clear();
         for k in keys {
             self.return_scored(key_slot(k));
         }
@@ -1148,6 +1197,7 @@ impl Pool {
         let tree =
             (self.hard.len() + self.easy.len() + self.archive.len()) * 26 + self.cold.len() * 26;
         let other = self.free.capacity() * 4
+            + self.cooling.len() * 40
             + self.log.capacity() * 8
             + self.weights.as_ref().map_or(0, Fenwick::bytes);
         (self.slots.column_bytes() + tree + other) as u64
@@ -1209,6 +1259,14 @@ impl Pool {
         assert_eq!(counts[State::Archived as usize], self.archive.len());
         assert_eq!(counts[State::InFlight as usize] as u64, self.in_flight);
         assert_eq!(counts[State::Free as usize], self.free.len());
+        if self.cfg.revisit_fraction > 0.0 {
+            let live = self
+                .cooling
+                .iter()
+                .filter(|&&(_, q, s)| self.cooling_entry_live(q, s))
+                .count();
+            assert_eq!(live, self.archive.len(), "every archived prompt is cooling");
+        }
         assert!(self.held() <= self.cfg.capacity);
     }
 }

@@ -8,7 +8,8 @@
 //! flags    u32      0 (reserved)
 //! body_len u64
 //! body     body_len bytes: sections, each `tag [u8; 4] | len u64 | data`,
-//!          in this order: CONF STAT SLOT PAYL FREE LOG_ PEND INBX
+//!          in this order: CONF STAT SLOT PAYL FREE LOG_ PEND INBX COOL
+//!          (version 1 files end at INBX)
 //! checksum u64      xxh3-64 of everything before it (header and body)
 //! ```
 //!
@@ -22,6 +23,9 @@
 //! * `PEND`: delayed inbox items `ready u64 | item`; `INBX`: queued inbox
 //!   items. An item is `len u32 | payload | parent u64 | difficulty f64`
 //!   (`u64::MAX` / NaN when absent).
+//! * `COOL` (version 2): prompts sitting out `revisit_fraction`, as
+//!   `count u64` then `ready u64 | seq u64 | slot u32` each, in order.
+//!   Version 2 also appends `revisit_fraction f64` to `CONF`.
 //!
 //! Ordered sets, the Fenwick tree and counts are rebuilt from the columns on
 //! load, after every invariant has been checked, so a loaded pool behaves
@@ -46,10 +50,12 @@ use crate::pool::{Counters, Pool, Slots, State, ESTIMATED, HAS_SCORE};
 use crate::rng::Rng;
 
 pub const MAGIC: &[u8; 8] = b"HEAPASNP";
-pub const FORMAT_VERSION: u32 = 1;
-const SECTIONS: [&[u8; 4]; 8] = [
-    b"CONF", b"STAT", b"SLOT", b"PAYL", b"FREE", b"LOG_", b"PEND", b"INBX",
+pub const FORMAT_VERSION: u32 = 2;
+const SECTIONS: [&[u8; 4]; 9] = [
+    b"CONF", b"STAT", b"SLOT", b"PAYL", b"FREE", b"LOG_", b"PEND", b"INBX", b"COOL",
 ];
+/// How many of `SECTIONS` each format version has (index = version).
+const SECTION_COUNT: [usize; 3] = [0, 8, 9];
 const ABSENT: u32 = u32::MAX;
 
 fn corrupt(msg: impl Into<String>) -> CoreError {
@@ -111,6 +117,7 @@ fn put_config(w: &mut impl Sink, c: &Config) {
     w.u64(c.inbox_capacity);
     w.u64(c.delay_steps);
     w.u64(c.seed);
+    w.f64(c.revisit_fraction);
 }
 
 fn put_item(w: &mut impl Sink, it: &InboxItem) {
@@ -220,6 +227,7 @@ impl Pool {
                 put_item(w, it);
             }
         });
+        Self::section(&mut body, SECTIONS[8], |w| self.put_cooling(w));
         let mut out = Vec::with_capacity(body.len() + 32);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -295,7 +303,23 @@ impl Pool {
             h.u64(*ready);
             put_item(&mut h, it);
         }
+        self.put_cooling(&mut h);
         h.digest()
+    }
+
+    /// The live cooling entries (stale ones are an implementation detail).
+    fn put_cooling(&self, w: &mut impl Sink) {
+        let live: Vec<_> = self
+            .cooling
+            .iter()
+            .filter(|&&(_, seq, slot)| self.cooling_entry_live(seq, slot))
+            .collect();
+        w.u64(live.len() as u64);
+        for &&(ready, seq, slot) in &live {
+            w.u64(ready);
+            w.u64(seq);
+            w.u32(slot);
+        }
     }
 
     // ---- reading ------------------------------------------------------------------
@@ -334,7 +358,7 @@ impl Pool {
             )));
         }
 
-        decode_body(body)
+        decode_body(body, version)
     }
 }
 
@@ -414,14 +438,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn split_sections(body: &[u8]) -> Result<Vec<&[u8]>> {
+fn split_sections(body: &[u8], version: u32) -> Result<Vec<&[u8]>> {
     let mut r = Reader {
         buf: body,
         pos: 0,
         what: "table",
     };
-    let mut out = Vec::with_capacity(SECTIONS.len());
-    for tag in SECTIONS {
+    let count = SECTION_COUNT[version as usize];
+    let mut out = Vec::with_capacity(count);
+    for &tag in &SECTIONS[..count] {
         let t = r.take(4)?;
         if t != tag {
             return Err(corrupt(format!(
@@ -438,7 +463,7 @@ fn split_sections(body: &[u8]) -> Result<Vec<&[u8]>> {
     Ok(out)
 }
 
-fn read_config(r: &mut Reader) -> Result<Config> {
+fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
     let mut c = Config {
         capacity: r.u64()?,
         boundary: r.code(Boundary::from_code, "boundary")?,
@@ -475,19 +500,25 @@ fn read_config(r: &mut Reader) -> Result<Config> {
     c.inbox_capacity = r.u64()?;
     c.delay_steps = r.u64()?;
     c.seed = r.u64()?;
+    if version >= 2 {
+        c.revisit_fraction = r.f64()?;
+    }
     r.done()?;
     c.validate()
         .map_err(|e| corrupt(format!("snapshot config is invalid: {e}")))?;
     Ok(c)
 }
 
-fn decode_body(body: &[u8]) -> Result<Pool> {
-    let sec = split_sections(body)?;
-    let cfg = read_config(&mut Reader {
-        buf: sec[0],
-        pos: 0,
-        what: "CONF",
-    })?;
+fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
+    let sec = split_sections(body, version)?;
+    let cfg = read_config(
+        &mut Reader {
+            buf: sec[0],
+            pos: 0,
+            what: "CONF",
+        },
+        version,
+    )?;
     let mut pool = Pool::new(cfg)?;
 
     let mut r = Reader {
@@ -606,6 +637,22 @@ fn decode_body(body: &[u8]) -> Result<Pool> {
         spill.push_back(r.item()?);
     }
     r.done()?;
+    let mut cooling = BTreeSet::new();
+    if version >= 2 {
+        let mut r = Reader {
+            buf: sec[8],
+            pos: 0,
+            what: "COOL",
+        };
+        let k = r.u64()?;
+        for _ in 0..k {
+            let entry = (r.u64()?, r.u64()?, r.u32()?);
+            if !cooling.insert(entry) {
+                return Err(corrupt("snapshot section COOL repeats an entry"));
+            }
+        }
+        r.done()?;
+    }
 
     // Validate the columns, then rebuild the derived structures.
     let mut seen_free = vec![false; n];
@@ -717,6 +764,29 @@ fn decode_body(body: &[u8]) -> Result<Pool> {
     {
         return Err(corrupt("insertion log refers to slots that do not exist"));
     }
+    // Every archived prompt of a revisit-interval pool is cooling, once.
+    let mut cooled = vec![false; n];
+    for &(_, seq, slot) in &cooling {
+        let s = slot as usize;
+        if s >= n || !pool.cooling_entry_live(seq, slot) || std::mem::replace(&mut cooled[s], true)
+        {
+            return Err(corrupt(format!(
+                "cooling entry for slot {slot} does not match an archived prompt"
+            )));
+        }
+    }
+    let expected = if pool.cfg.revisit_fraction > 0.0 {
+        pool.archive.len()
+    } else {
+        0
+    };
+    if cooling.len() != expected {
+        return Err(corrupt(format!(
+            "{} cooling entries for {expected} cooling prompts",
+            cooling.len()
+        )));
+    }
+    pool.cooling = cooling;
     pool.log = log;
     pool.pending = pending;
     pool.spill = spill;

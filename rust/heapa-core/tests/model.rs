@@ -23,6 +23,8 @@ struct P {
     observed: bool,
     seq: u64,
     slot: u64,
+    /// Cooling (revisit_fraction): drawable again once `sampled` reaches it.
+    ready: u64,
 }
 
 /// The naive oracle.
@@ -32,6 +34,7 @@ struct Model {
     seq: u64,
     evicted: u64,
     dropped: u64,
+    sampled: u64,
 }
 
 fn norm(cfg: &Config, r: f64) -> f32 {
@@ -155,6 +158,7 @@ impl Model {
                 observed: score.is_some(),
                 seq: self.seq,
                 slot,
+                ready: 0,
             },
         );
         self.seq += 1;
@@ -171,6 +175,27 @@ impl Model {
 
     /// Before sampling: on-drain reinsertion; returns the allowed scored window.
     fn before_sample(&mut self, k: usize) {
+        // (`sample(0)` is a no-op in the engine.)
+        if self.cfg.revisit_fraction > 0.0 && k > 0 {
+            let mut cooling: Vec<u64> = self
+                .ps
+                .iter()
+                .filter(|(_, p)| p.state == S::Archived)
+                .map(|(&i, _)| i)
+                .collect();
+            cooling.sort_by_key(|i| (self.ps[i].ready, self.ps[i].seq, self.ps[i].slot));
+            for id in cooling {
+                let live = self
+                    .ps
+                    .values()
+                    .filter(|p| matches!(p.state, S::Cold | S::Live))
+                    .count();
+                if self.ps[&id].ready > self.sampled && live >= k {
+                    break;
+                }
+                self.ps.get_mut(&id).unwrap().state = S::Live;
+            }
+        }
         let live = self
             .ps
             .values()
@@ -239,6 +264,7 @@ impl Model {
         for id in got {
             self.ps.get_mut(id).unwrap().state = S::InFlight;
         }
+        self.sampled += got.len() as u64;
     }
 
     fn window(&self, hard: &[u64], easy: &[u64], need: usize) -> Vec<u64> {
@@ -294,6 +320,15 @@ impl Model {
         self.seq += 1;
         match self.cfg.reinsert {
             Reinsert::OnDrain => p.state = S::Archived,
+            Reinsert::Immediate
+                if self.cfg.revisit_fraction > 0.0
+                    && !(self.cfg.drop_solved && p.score == Some(1.0)) =>
+            {
+                p.state = S::Archived;
+                let held = self.ps.len() as f64;
+                let ps = self.ps.get_mut(&id).unwrap();
+                ps.ready = self.sampled + (self.cfg.revisit_fraction * held).ceil() as u64;
+            }
             Reinsert::Immediate => self.return_scored(id),
         }
     }
@@ -378,10 +413,20 @@ fn config() -> impl Strategy<Value = Config> {
         prop::bool::ANY,
         prop::bool::ANY,
         prop::bool::ANY,
-        0u64..1000,
+        (0u64..1000, prop::sample::select(vec![0.0, 0.0, 0.3])),
     )
         .prop_map(
-            |(capacity, absolute, q, sampling, easiest, ema, immediate, drop_solved, seed)| {
+            |(
+                capacity,
+                absolute,
+                q,
+                sampling,
+                easiest,
+                ema,
+                immediate,
+                drop_solved,
+                (seed, revisit),
+            )| {
                 Config {
                     capacity,
                     boundary: if absolute {
@@ -405,6 +450,7 @@ fn config() -> impl Strategy<Value = Config> {
                     },
                     drop_solved,
                     seed,
+                    revisit_fraction: if immediate { revisit } else { 0.0 },
                     ..Config::default()
                 }
             },
@@ -417,7 +463,7 @@ proptest! {
     #[test]
     fn engine_matches_oracle(cfg in config(), ops in prop::collection::vec(op(), 1..60)) {
         let mut pool = Pool::new(cfg.clone()).unwrap();
-        let mut m = Model { cfg: cfg.clone(), ps: HashMap::new(), seq: 0, evicted: 0, dropped: 0 };
+        let mut m = Model { cfg: cfg.clone(), ps: HashMap::new(), seq: 0, evicted: 0, dropped: 0, sampled: 0 };
         let mut in_flight: Vec<u64> = Vec::new();
         for op in ops {
             match op {

@@ -100,6 +100,7 @@ fn parse_config(d: &Bound<'_, PyDict>) -> PyResult<Config> {
         refresh_on_reinsert: on.is_some(),
         inbox_capacity: get(d, "inbox_capacity", def.inbox_capacity)?,
         delay_steps: get(d, "delay_steps", def.delay_steps)?,
+        revisit_fraction: get(d, "revisit_fraction", def.revisit_fraction)?,
         seed: get(d, "seed", def.seed)?,
     };
     cfg.validate().py_err()?;
@@ -129,6 +130,7 @@ fn config_dict<'py>(py: Python<'py>, c: &Config) -> PyResult<Bound<'py, PyDict>>
     d.set_item("refresh_scope", r.scope.name())?;
     d.set_item("inbox_capacity", c.inbox_capacity)?;
     d.set_item("delay_steps", c.delay_steps)?;
+    d.set_item("revisit_fraction", c.revisit_fraction)?;
     d.set_item("seed", c.seed)?;
     Ok(d)
 }
