@@ -10,6 +10,12 @@ about 80 steps in well under a minute, with no downloads. It writes into ``--out
 
 Real use: ``--model PATH`` (a local Hugging Face model directory) and ``--dataset data.jsonl|.parquet``
 (``prompt`` and ``answer`` columns; answers are checked with math-verify), optionally ``--use-vllm``.
+
+``--augment`` adds on-policy query augmentation (``heapa.augment``): after each round the policy writes
+variants of the prompts it just trained on, validated in the background by self-consistency (``--validator
+self``) or an OpenAI-compatible endpoint (``--validator openai --validator-url URL``); accepted ones join
+the pool as children of their prompt. The tiny demo model first gets a short supervised warm-up so that it
+can write the variant format. metrics.jsonl then also holds the aug/* metrics.
 """
 
 from __future__ import annotations
@@ -61,7 +67,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-generations", type=int, default=8, help="completions per prompt (the group size G)")
     p.add_argument("--max-completion-length", type=int, default=None, help="tokens (3 tiny, 1024 real)")
     p.add_argument("--learning-rate", type=float, default=None, help="(3e-3 tiny, 1e-6 real)")
-    return p.parse_args(argv)
+    p.add_argument("--augment", action="store_true", help="grow the pool with on-policy variants (heapa.augment)")
+    p.add_argument(
+        "--validator",
+        default="self",
+        choices=["self", "openai"],
+        help="self: the policy's majority answer over k samples; openai: an OpenAI-compatible endpoint",
+    )
+    p.add_argument(
+        "--validator-url", help="OpenAI-compatible base URL for --validator openai (e.g. http://host:8000/v1)"
+    )
+    p.add_argument("--validator-model", default="default", help="model name sent to --validator-url")
+    p.add_argument("--variants-per-parent", type=int, default=2, help="variants per trained prompt (--augment)")
+    p.add_argument("--warmup-steps", type=int, default=300, help="supervised format warm-up of the tiny model")
+    args = p.parse_args(argv)
+    if args.validator == "openai" and not args.validator_url:
+        p.error("--validator openai needs --validator-url")
+    return args
 
 
 # ---------------------------------------------------------------------- model, data, rewards
@@ -76,16 +98,57 @@ def build_model(args, out: Path):
         if args.use_vllm:  # vLLM loads the weights from model.name_or_path itself
             return args.model, tok
         return AutoModelForCausalLM.from_pretrained(args.model, dtype="auto"), tok
-    from heapa.testing import char_tokenizer, tiny_model
+    from heapa.testing import ALPHABET, char_tokenizer, tiny_model
 
-    tok = char_tokenizer()
+    tok = char_tokenizer(ALPHABET + "." if args.augment else ALPHABET)  # difficulty ratios need "."
     model = tiny_model(tok, hidden=64, layers=2, seed=args.seed)
+    if args.augment:
+        warm_up(model, tok, build_augmentation(args, tiny=True), build_dataset(args), args)
     if args.use_vllm:
         path = out / "tiny-model"
         model.save_pretrained(path)
         tok.save_pretrained(path)
         return str(path), tok
     return model, tok
+
+
+def build_augmentation(args, tiny: bool):
+    from heapa.augment import COMPACT_TEMPLATE, AugmentationConfig, TaggedFormat
+
+    kw = dict(
+        validator=args.validator,
+        validator_url=args.validator_url,
+        validator_model=args.validator_model,
+        variants_per_parent=args.variants_per_parent,
+    )
+    if tiny:  # 128-position model, lower-case alphabet: compact tagged format, short generations
+        kw.update(
+            template=COMPACT_TEMPLATE,
+            fmt=TaggedFormat(new="new", difficulty="difficulty", end="end", original="original"),
+            use_chat_template=False,
+            min_chars=3,
+            max_new_tokens=32,
+            self_consistency_k=4,
+            solve_max_new_tokens=3,
+        )
+    return AugmentationConfig(**kw)
+
+
+def warm_up(model, tok, augmentation, dataset, args) -> None:
+    """Teaches the random tiny model the variant format (and some sums) so that --augment has something to do."""
+    import random
+
+    from heapa.augment import arithmetic_variant, supervised_warmup
+
+    builder = augmentation.make_builder(tok)
+    rng = random.Random(args.seed)
+    examples = []
+    for prompt, answer in zip(dataset["prompt"], dataset["answer"], strict=True):
+        variant = arithmetic_variant(prompt, rng)
+        if variant is not None:
+            examples.append(builder.example(prompt, *variant))
+        examples.append((prompt, answer))
+    supervised_warmup(model, tok, examples, steps=args.warmup_steps, batch_size=16, lr=1e-2, seed=args.seed)
 
 
 def build_dataset(args):
@@ -243,6 +306,21 @@ def summarize(trainer) -> str:
     return "\n".join(lines)
 
 
+def summarize_augmentation(m: dict[str, float]) -> str:
+    counts = ", ".join(f"{m.get(f'aug/{k}', 0):.0f} {k}" for k in ("proposed", "parsed", "accepted", "drained"))
+    rejected = sorted(
+        ((k.split("/", 2)[2], v) for k, v in m.items() if k.startswith("aug/rejected/")), key=lambda kv: -kv[1]
+    )
+    lines = [f"augmentation: {counts} (drained = entered the pool); still validating: {m['aug/queue_depth']:.0f}"]
+    lines.append("  rejected: " + (", ".join(f"{reason} {v:.0f}" for reason, v in rejected) or "none"))
+    if "aug/est_pairs" in m:
+        lines.append(
+            f"  estimate vs group mean of {m['aug/est_pairs']:.0f} trained children: mean error "
+            f"{m['aug/est_error_mean']:+.3f}, mean |error| {m['aug/est_abs_error']:.3f}"
+        )
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -295,6 +373,7 @@ def main(argv=None) -> int:
         processing_class=tok,
         pool_config=PoolConfig(capacity=args.capacity, sampling=args.sampling, seed=args.seed),
         verifier=verifier,
+        augmentation=build_augmentation(args, tiny) if args.augment else None,
     )
     trainer.remove_callback(PrinterCallback)  # our progress bar replaces the per-step dict printout
     main_process = trainer.heapa_pool is not None  # the pool lives on the main process only
@@ -313,6 +392,8 @@ def main(argv=None) -> int:
     first = [r["batch/pass_rate"] for r in rows[:10]]
     last = [r["batch/pass_rate"] for r in rows[-10:]]
     print(f"pass rate: first 10 steps {np.mean(first):.3f} -> last 10 steps {np.mean(last):.3f}")
+    if trainer.heapa_augmenter is not None:
+        print(summarize_augmentation(trainer.heapa_augmenter.metrics()))
     pool_ms = [r["time/pool_ms"] for r in rows if r.get("time/pool_ms") is not None]
     print(
         f"trained {max_steps} steps in {elapsed:.1f}s ({elapsed / max_steps * 1000:.0f} ms/step; "

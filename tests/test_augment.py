@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import math
 import os
 import random
 import sys
@@ -1165,23 +1164,20 @@ def test_pipeline_state_keeps_accepted_but_uninserted():
 # ---------------------------------------------------------------------- TRL hook
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_trl_hook_logs_metrics_and_grows_the_pool(warm_model, tmp_path):
-    """Plugs into ``HeaPAGRPOTrainer._heapa_after_scoring`` (the integration's documented hook)."""
+def _train_with_augmentation(warm_model, tmp_path, **aug):
+    """Three GRPO steps of ``HeaPAGRPOTrainer(augmentation=...)`` with the warm tiny model; returns
+    (trainer, ids of the prompts each round trained on)."""
     trl_mod = pytest.importorskip("heapa.trl")
-    if not hasattr(trl_mod.HeaPAMixin, "_heapa_after_scoring"):
-        pytest.skip("heapa.trl has no _heapa_after_scoring hook")
     from datasets import Dataset
     from trl import GRPOConfig
 
     model, tok, _ = warm_model
+    rounds: list[np.ndarray] = []
 
-    class AugTrainer(trl_mod.HeaPAGRPOTrainer):
-        heapa_augmenter = None
-
-        def _heapa_after_scoring(self, scored):  # the wiring the trainer needs: one call, on every rank
-            if self.heapa_augmenter is not None:
-                self.heapa_augmenter.after_round(self, scored)
+    class Trainer(trl_mod.HeaPAGRPOTrainer):
+        def _heapa_after_scoring(self, scored):
+            rounds.append(scored.ids.copy())
+            super()._heapa_after_scoring(scored)
 
     def reward(completions, answer, **kw):
         return [1.0 if c.strip().startswith(a) else 0.0 for c, a in zip(completions, answer, strict=True)]
@@ -1202,25 +1198,70 @@ def test_trl_hook_logs_metrics_and_grows_the_pool(warm_model, tmp_path):
         disable_tqdm=True,
         seed=0,
     )
-    ds = Dataset.from_dict({"prompt": SEEDS, "answer": [solve_sum(s) for s in SEEDS]})
-    trainer = AugTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok)
-    cfg = AugmentationConfig(
-        template=COMPACT_TEMPLATE,
-        fmt=LOWER,
-        min_chars=3,
-        max_new_tokens=32,
-        variants_per_parent=2,
-        validators=[SelfConsistencyValidator(k=2, solver=lambda p, k: [solve_sum(p)] * k)],
+    ds = Dataset.from_dict(
+        {"prompt": SEEDS, "answer": [solve_sum(s) for s in SEEDS], "level": [1 + i % 2 for i in range(len(SEEDS))]}
     )
-    trainer.heapa_augmenter = aug = Augmenter.from_trainer(trainer, cfg)
-    assert isinstance(aug.backend, TransformersBackend)
+    aug.update(template=COMPACT_TEMPLATE, fmt=LOWER, min_chars=3, max_new_tokens=32, variants_per_parent=2)
+    trainer = Trainer(
+        model=model,
+        reward_funcs=reward,
+        args=args,
+        train_dataset=ds,
+        processing_class=tok,
+        augmentation=AugmentationConfig(**aug),
+    )
+    assert isinstance(trainer.heapa_augmenter.backend, TransformersBackend)
     try:
-        trainer.train()
-        aug.pipeline.wait_idle(5)
+        trainer.train()  # ends with the augmenter closed (its callback)
     finally:
-        aug.close()
-    logged = [h for h in trainer.state.log_history if "aug/proposed" in h]
-    assert len(logged) == 3 and logged[-1]["aug/proposed"] == 3 * 2 * 2
-    assert logged[-1]["aug/accepted"] >= 1
-    kids = children_of(trainer.heapa_pool, np.zeros(0, dtype=np.uint64))
-    assert len(kids) >= 1 and math.isfinite(logged[-1]["aug/queue_depth"])
+        trainer.heapa_augmenter.close()
+    return trainer, np.concatenate(rounds)
+
+
+def assert_children_of_trained_prompts(trainer, trained: np.ndarray) -> np.ndarray:
+    """Every child's parent is a prompt that was trained before it, the one it was written from; children
+    inherit the parent's metadata."""
+    pool = trainer.heapa_pool
+    trainer.heapa_augmenter.on_drained(pool.drain_inbox())  # what was accepted after the last round
+    kids = children_of(pool, np.zeros(0, dtype=np.uint64))
+    assert len(kids) >= 1
+    parents = pool.lineage(kids)["parent"]
+    assert set(parents.tolist()) <= set(trained.tolist())
+    assert pool.metadata(kids) == pool.metadata(parents)
+    assert not set(pool.prompts(kids)) & set(SEEDS)  # new problems (duplicates are filtered)
+    for child, parent in zip(pool.prompts(kids), pool.prompts(parents), strict=True):
+        c, p = child.split("+"), parent.split("+")
+        assert c[0] == p[0] or c[-1] == p[-1], (child, parent)  # the warm model changes one operand
+    return kids
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_trainer_augmentation_end_to_end(warm_model, tmp_path):
+    """``HeaPAGRPOTrainer(augmentation=...)``: the policy (TransformersBackend) writes variants right after
+    each round, self-consistency validates them on background threads, children enter the pool under the
+    prompts they were written from, and the aug/* metrics reach the trainer's log."""
+    solver = SelfConsistencyValidator(k=2, solver=lambda p, k: [solve_sum(p)] * k)
+    trainer, trained = _train_with_augmentation(warm_model, tmp_path, validators=[solver])
+    kids = assert_children_of_trained_prompts(trainer, trained)
+    pool = trainer.heapa_pool
+    assert pool.answers(kids) == [solve_sum(p) for p in pool.prompts(kids)]  # the validator's ground truth
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 3 and all("aug/proposed" in h and "aug/queue_depth" in h for h in logged)
+    assert logged[-1]["aug/proposed"] == 3 * 2 * 2  # 2 prompts x 2 variants per round
+    assert logged[-1]["aug/parsed"] >= 1
+    m = assert_accounting(trainer.heapa_augmenter)
+    assert m["aug/accepted"] >= 1 and m["aug/drained"] == len(kids)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_trainer_augmentation_with_an_openai_validator(warm_model, tmp_path, chat_server):
+    """``validator="openai"`` wiring: the endpoint (a real local HTTP server) supplies answers and problems."""
+    trainer, trained = _train_with_augmentation(
+        warm_model, tmp_path, validator="openai", validator_url=chat_server.url, validator_timeout=5.0
+    )
+    kids = assert_children_of_trained_prompts(trainer, trained)
+    pool = trainer.heapa_pool
+    assert pool.answers(kids) == [str(len(p)) for p in pool.prompts(kids)]  # what the server answered
+    assert_accounting(trainer.heapa_augmenter)
+    assert sum(chat_server.hits.values()) >= len(kids)  # training may end with some still queued
+    assert set(chat_server.hits.values()) == {1}  # each candidate validated once

@@ -21,7 +21,8 @@ pytest.importorskip("trl")
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", TRANSFORMERS_OFFLINE="1")
 
 import torch
-from heapa import HeapaError, InvalidInputError, PoolConfig
+from heapa import NO_PARENT, HeapaError, InvalidInputError, PoolConfig
+from heapa.augment import COMPACT_TEMPLATE, STATE_FILE, AugmentationConfig, Sampling, TaggedFormat, Verdict
 from heapa.testing import arithmetic_dataset, char_tokenizer, tiny_grpo_config, tiny_model
 from heapa.trl import (
     POOL_FILE,
@@ -278,6 +279,100 @@ def test_checkpoint_resume_restores_the_pool_exactly(tmp_path):
     assert resumed.heapa_pool.stats()["reported"] == full.heapa_pool.stats()["reported"]
 
 
+class PolicyAnswer:
+    """A validator that needs the policy: a candidate waits (parked) until the next step's solve pass, then is
+    accepted with the policy's solution as its answer. Deterministic, so every checkpoint holds a queue."""
+
+    name = "policy_answer"
+    needs_policy = True
+    sampling = Sampling(n=1, max_new_tokens=2, seed=0)
+
+    def validate(self, candidate):
+        return Verdict.accept(answer=candidate.policy_outputs[self.name][0].strip() or "0")
+
+
+def augmentation_config(**overrides) -> AugmentationConfig:
+    """Augmentation a random tiny model can take part in: compact prompt, any non-empty text is a variant."""
+    kw = dict(
+        template=COMPACT_TEMPLATE,
+        fmt=TaggedFormat(new="new", difficulty="difficulty", end="end", original="original"),
+        use_chat_template=False,
+        require_difficulty=False,
+        min_chars=1,
+        max_new_tokens=6,
+        variants_per_parent=2,
+        validators=[PolicyAnswer()],
+        workers=1,
+    )
+    kw.update(overrides)
+    return AugmentationConfig(**kw)
+
+
+class WaitForValidation(TrainerCallback):
+    """Makes background validation finish before each step ends, so two runs insert at the same steps."""
+
+    trainer = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        assert self.trainer.heapa_augmenter.pipeline.wait_idle(10)
+
+
+class RecordAugLoad(HeaPAGRPOTrainer):
+    loaded_state = None
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.loaded_state = self.heapa_augmenter.state_dict()
+
+
+def held(trainer) -> list[tuple]:
+    queue = trainer.heapa_augmenter.state_dict()["pipeline"]["queue"]
+    return [(c["parent_id"], c["problem"], c["stage"], c["answer"]) for c in queue]
+
+
+def test_checkpoint_resume_keeps_the_augmentation_queue(tmp_path):
+    config = {"max_steps": 4, "save_strategy": "steps", "save_steps": 2}
+    runs = {}
+    for name, cls in (("full", HeaPAGRPOTrainer), ("resumed", RecordAugLoad)):
+        wait = WaitForValidation()
+        trainer = make_trainer(
+            tmp_path / name, config=config, augmentation=augmentation_config(), callbacks=[wait], trainer_cls=cls
+        )
+        wait.trainer = runs[name] = trainer
+    full, resumed = runs["full"], runs["resumed"]
+    full.train()
+    checkpoint = tmp_path / "full" / "checkpoint-2"
+    saved = json.loads((checkpoint / STATE_FILE).read_text())
+    assert len(saved["pipeline"]["queue"]) > 0  # step 2's variants wait for the policy's solutions
+    assert all(c["stage"] == 0 and not c["policy_outputs"] for c in saved["pipeline"]["queue"])
+
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.loaded_state["pipeline"] == saved["pipeline"]  # restored exactly, uids included
+    assert resumed.loaded_state["counts"] == saved["counts"]
+    # Nothing lost, nothing inserted twice: the resumed run ends where the uninterrupted one did.
+    assert resumed.heapa_pool.fingerprint() == full.heapa_pool.fingerprint()
+    assert held(resumed) == held(full)
+    pool = full.heapa_pool
+    ids = all_ids(pool)
+    parents = pool.lineage(ids)["parent"]
+    kids = ids[parents != np.uint64(NO_PARENT)]
+    assert len(kids) > 0 and set(parents[parents != np.uint64(NO_PARENT)].tolist()) <= set(ids.tolist())
+    assert all("aug/accepted" in h and "aug/queue_depth" in h for h in full.state.log_history if "loss" in h)
+    m = full.heapa_augmenter.metrics()  # the log lags: validation finishes after a step's metrics
+    assert m["aug/inserted"] == m["aug/drained"] == len(kids)
+
+
+def test_augmentation_off_and_on_keep_the_trainer_api(tmp_path):
+    assert make_trainer(tmp_path / "off").heapa_augmenter is None
+    trainer = make_trainer(tmp_path / "on", augmentation=augmentation_config())
+    try:
+        assert trainer.heapa_augmenter.pool is trainer.heapa_pool
+        assert trainer.heapa_augmenter.encode == trainer.heapa_encode_prompt
+    finally:
+        trainer.heapa_augmenter.close()
+
+
 # ---------------------------------------------------------------------- refusing bad configurations
 
 
@@ -308,7 +403,7 @@ BAD = {
     "iterable dataset": (lambda kw: _dataset(kw, lambda d: d.to_iterable_dataset()), TypeError, "IterableDataset"),
     "no dataset": (lambda kw: kw.update(train_dataset=None), TypeError, "got None"),
     "unknown verifier": (lambda kw: kw.update(verifier="accuracy"), ValueError, "not one of the reward functions"),
-    "augmentation": (lambda kw: kw.update(augmentation=object()), NotImplementedError, "augmentation"),
+    "augmentation": (lambda kw: kw.update(augmentation=object()), TypeError, "augmentation"),
 }
 
 
@@ -411,11 +506,14 @@ def test_two_processes_agree_and_split_groups_report_correctly(tmp_path):
 # ---------------------------------------------------------------------- the example script
 
 
-def test_example_script_writes_metrics_and_plot(tmp_path):
+@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augment"])
+def test_example_script_writes_metrics_and_plot(tmp_path, augment):
     pytest.importorskip("matplotlib")
     script = Path(__file__).parents[1] / "integration" / "train_grpo.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     cmd = [sys.executable, str(script), "--output-dir", str(tmp_path), "--max-steps", "3", "--prompts-per-step", "4"]
+    if augment:
+        cmd += ["--augment", "--warmup-steps", "20"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -423,3 +521,8 @@ def test_example_script_writes_metrics_and_plot(tmp_path):
     assert all(set(METRICS) <= set(r) for r in rows)
     assert (tmp_path / "metrics.png").stat().st_size > 10_000
     assert "pool summary" in proc.stdout
+    if augment:
+        assert [r["aug/proposed"] for r in rows] == [8.0, 16.0, 24.0]  # 4 prompts x 2 variants per step
+        assert "augmentation: 24 proposed" in proc.stdout
+    else:
+        assert not any(k.startswith("aug/") for r in rows for k in r)

@@ -63,6 +63,10 @@ def main(out: str) -> None:
         assert RANK != 0, "the main process owns the pool"
     with open(os.path.join(out, f"rank{RANK}.json"), "w") as f:
         json.dump(result, f)
+    # Tear gloo down before the interpreter does: left to exit, a rank sometimes aborts with
+    # "terminate called without an active exception".
+    trainer.accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
 
 
 rounds: list[dict] = []

@@ -20,7 +20,10 @@ One generation round:
    ``num_iterations x steps_per_generation`` micro-steps as usual.
 3. TRL generates and scores. ``_calculate_rewards`` gathers the ids and the main process reports each
    prompt's group mean and pass count to the pool; groups with no score are released unchanged.
-4. ``_heapa_after_scoring`` runs on every rank (the augmentation hook).
+4. ``_heapa_after_scoring`` runs on every rank: with ``augmentation=AugmentationConfig(...)`` the policy
+   writes variants of the round's prompts right away (current weights); they are validated on background
+   threads and accepted ones reach the pool's inbox with their parent and difficulty (drained at step 1
+   of a later round).
 
 The dataloader only feeds placeholder rows, which are ignored while training; ``max_steps`` sets the
 length of training. The pool lives on the main process only (``heapa_pool`` is ``None`` elsewhere).
@@ -34,6 +37,7 @@ answer column; a ``heapa_id`` column; a generation batch that is not whole group
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -54,6 +58,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from heapa import HeapaError, InvalidInputError, Pool, PoolConfig
+from heapa.augment import AugmentationConfig, Augmenter
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -161,7 +166,10 @@ class HeaPAMixin:
     """Adds HeaPA prompt selection to a GRPO-style TRL trainer. Keyword arguments added to the trainer's:
 
     pool_config: ``PoolConfig`` for the pool (default ``PoolConfig(seed=args.seed)``).
-    augmentation: reserved for on-policy query augmentation (not available yet; must be ``None``).
+    augmentation: ``heapa.augment.AugmentationConfig`` to grow the pool with on-policy variants of the prompts
+        just trained on, validated on background threads (``None``: off). The ``Augmenter`` is
+        ``self.heapa_augmenter`` (built by ``heapa_build_augmenter``); its ``aug/*`` metrics are logged with
+        the trainer's, and checkpoints carry its validation queue (``heapa_augment.json``).
     prompt_column / answer_column: dataset columns of the prompt and the reference answer
         (``answer_column=None`` if there is none). Other columns travel as metadata and reach the
         reward functions under their own names, plus ``heapa_id``.
@@ -179,7 +187,7 @@ class HeaPAMixin:
         self,
         *args: Any,
         pool_config: PoolConfig | None = None,
-        augmentation: Any = None,
+        augmentation: AugmentationConfig | None = None,
         prompt_column: str = "prompt",
         answer_column: str | None = "answer",
         verifier: str | int | None = None,
@@ -188,8 +196,11 @@ class HeaPAMixin:
         **kwargs: Any,
     ) -> None:
         check_trl_compatibility(type(self))
-        if augmentation is not None:
-            raise NotImplementedError("heapa.trl: on-policy augmentation is not available yet; pass augmentation=None.")
+        if augmentation is not None and not isinstance(augmentation, AugmentationConfig):
+            raise TypeError(
+                "heapa.trl: augmentation must be a heapa.augment.AugmentationConfig or None, "
+                f"got {type(augmentation).__name__}"
+            )
         bound = inspect.signature(_next_impl(type(self), "__init__")).bind(self, *args, **kwargs)
         targs = bound.arguments.get("args")
         dataset = bound.arguments.get("train_dataset")
@@ -225,6 +236,10 @@ class HeaPAMixin:
         if self.accelerator.is_main_process:
             self.heapa_pool = Pool(config)
             self._heapa_seed(dataset)
+        self.heapa_augmenter: Augmenter | None = None
+        if augmentation is not None:  # every rank: generation may be collective (ZeRO-3, colocated vLLM)
+            self.heapa_augmenter = self.heapa_build_augmenter(augmentation)
+            self.add_callback(self.heapa_augmenter.trainer_callback())
 
     # ------------------------------------------------------------------ setup
 
@@ -256,6 +271,10 @@ class HeaPAMixin:
             self.heapa_pool.add(prompts, answers=answers, metadata=metadata)
         if converted:
             logger.warning("heapa.trl: non-string answers were converted with str(); reward functions receive text.")
+
+    def heapa_build_augmenter(self, config: AugmentationConfig) -> Augmenter:
+        """The ``Augmenter`` for ``augmentation=config`` (override to pass a custom backend or validators)."""
+        return Augmenter.from_trainer(self, config)
 
     def heapa_encode_prompt(self, prompt: str | list[dict]) -> str:
         """Pool text for a prompt: conversational prompts are stored as JSON."""
@@ -298,7 +317,7 @@ class HeaPAMixin:
         payload = None
         if self.accelerator.is_main_process:
             pool = self.heapa_pool
-            pool.drain_inbox(step=self.state.global_step)
+            self._heapa_drain()
             ids = pool.sample(k)
             if len(ids) < k:
                 pool.release(ids)
@@ -320,6 +339,12 @@ class HeaPAMixin:
         r0 = self.accelerator.process_index * n_local
         # Row j of the global batch belongs to prompt j // G: the layout RepeatSampler produces.
         return [dict(rows[j // G]) for j in range(r0, r0 + n_local)]
+
+    def _heapa_drain(self) -> None:
+        """Main process, at a step boundary: what producers pushed to the inbox joins the pool."""
+        drained = self.heapa_pool.drain_inbox(step=self.state.global_step)
+        if self.heapa_augmenter is not None:
+            self.heapa_augmenter.on_drained(drained)  # their estimates, for the estimate-vs-actual metric
 
     def _heapa_rows(self, ids: np.ndarray) -> list[dict]:
         pool = self.heapa_pool
@@ -429,10 +454,12 @@ class HeaPAMixin:
         """Called on every rank right after a training round was scored and reported.
 
         The engine (vLLM or the model) still holds the policy that produced this round's rollouts, so this is
-        where on-policy augmentation plugs in: generate variants of ``scored.rows`` on every rank as needed,
-        then push the validated ones into ``self.heapa_pool.inbox`` on the main process (use
-        ``heapa_encode_prompt``); they are drained at the next choice. Does nothing for now.
+        where on-policy augmentation runs (``Augmenter.after_round``): the policy writes variants of
+        ``scored.rows`` (and solves earlier candidates for self-consistency), background threads validate
+        them, and accepted children go to ``self.heapa_pool.inbox``, drained at the next choice.
         """
+        if self.heapa_augmenter is not None:
+            self.heapa_augmenter.after_round(self, scored)
 
     def _heapa_log_metrics(self) -> None:
         metrics = self._metrics["train"]
@@ -454,8 +481,20 @@ class HeaPAMixin:
         if self.heapa_pool is None or not self.args.should_save:
             return
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        self.heapa_pool.save(os.path.join(folder, POOL_FILE))
-        state = {"format": 1, "chat": self._heapa_chat, "fingerprint": int(self.heapa_pool.fingerprint())}
+        aug = self.heapa_augmenter
+        # Pool and validation queue at one instant (no verdict or insertion in between): a resumed run
+        # loses nothing and inserts nothing twice.
+        with aug.paused() if aug is not None else contextlib.nullcontext():
+            if aug is not None:
+                # A resumed run rebuilds its duplicate filter from the pool, which cannot list its inbox: drain
+                # it now, as the next round would (nothing samples in between).
+                aug.pipeline.flush()
+                self._heapa_drain()
+            self.heapa_pool.save(os.path.join(folder, POOL_FILE))
+            fingerprint = int(self.heapa_pool.fingerprint())
+            if aug is not None:
+                aug.save(folder)
+        state = {"format": 1, "chat": self._heapa_chat, "fingerprint": fingerprint}
         with open(os.path.join(folder, STATE_FILE), "w") as f:
             json.dump(state, f)
 
@@ -478,6 +517,8 @@ class HeaPAMixin:
         if int(pool.fingerprint()) != state["fingerprint"]:
             raise HeapaError(f"heapa.trl: the pool snapshot in {checkpoint} does not match its recorded fingerprint.")
         self.heapa_pool = pool
+        if self.heapa_augmenter is not None:  # the checkpoint's validation queue, if it has one
+            self.heapa_augmenter.load(checkpoint, pool=pool)
 
 
 class HeaPAGRPOTrainer(HeaPAMixin, GRPOTrainer):

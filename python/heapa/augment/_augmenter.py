@@ -324,6 +324,7 @@ class Augmenter:
             for start in range(0, len(ids), _CHUNK):
                 texts = self.pool.prompts(ids[start : start + _CHUNK])
                 self.dedup.add(self.builder.problem_of(self.decode(t)) for t in texts)
+        self.dedup.add(c.problem for c in self.pipeline.accepted_pending())  # accepted, not in the pool yet
         for c in self.pipeline.held():
             c.info["dedup_key"] = self.dedup.reserve(c.problem)
 
@@ -720,8 +721,14 @@ class Augmenter:
         if not isinstance(store, dict) or "train" not in store:
             return
         train = store["train"]
+        per_step = {f"aug/{key}" for key in self._gauges}
         for key, v in self.metrics().items():
-            train[key].append(float(v))
+            # TRL averages each list over the logging window: right for per-step values; cumulative counts
+            # and current sizes must show their latest value instead.
+            if key in per_step:
+                train[key].append(float(v))
+            else:
+                train[key] = [float(v)]
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -738,6 +745,7 @@ class Augmenter:
                 "est_err": list(self._est_err),
                 "difficulty": list(self._difficulty),
                 "rng": self._rng.bit_generator.state,
+                "dedup_rejected": self.dedup.rejected_keys() if self.dedup is not None else [],
             }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -752,6 +760,8 @@ class Augmenter:
             if "rng" in state:
                 self._rng.bit_generator.state = state["rng"]
             self._rebuild_dedup()
+            if self.dedup is not None:
+                self.dedup.remember_rejected_keys(state.get("dedup_rejected", []))
 
     def save(self, folder: str) -> str:
         """Writes ``state_dict()`` as ``heapa_augment.json`` into ``folder``; returns the path."""
@@ -764,15 +774,25 @@ class Augmenter:
         os.replace(tmp, path)
         return path
 
-    def load(self, folder: str) -> bool:
-        """Restores from ``folder/heapa_augment.json``; returns False when the file is absent."""
+    def load(self, folder: str, *, pool: Any = None) -> bool:
+        """Restores from ``folder/heapa_augment.json``; returns False when the file is absent.
+
+        pool: the pool restored from the same checkpoint, attached first (the duplicate filter is rebuilt
+        from it once).
+        """
         import os
 
         path = os.path.join(folder, STATE_FILE)
         if not os.path.exists(path):
+            if pool is not None:
+                self.attach(pool)
             return False
         with open(path) as f:
-            self.load_state_dict(json.load(f))
+            state = json.load(f)
+        with self.pipeline.paused():
+            if pool is not None:
+                self.pool = pool
+            self.load_state_dict(state)
         return True
 
     def trainer_callback(self) -> Any:

@@ -110,6 +110,18 @@ class DedupFilter:
                 while len(self._rejected) > self.remember_rejected:
                     self._rejected.popitem(last=False)
 
+    def rejected_keys(self) -> list[int]:
+        """The remembered rejections, oldest first (checkpoints carry them: the pool cannot rebuild them)."""
+        with self._lock:
+            return list(self._rejected)
+
+    def remember_rejected_keys(self, keys: Iterable[int]) -> None:
+        with self._lock:
+            for k in keys:
+                self._rejected[int(k)] = None
+            while len(self._rejected) > self.remember_rejected:
+                self._rejected.popitem(last=False)
+
     def validate(self, candidate: Candidate) -> Verdict:
         key = self.reserve(candidate.problem)
         if key is None:

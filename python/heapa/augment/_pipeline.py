@@ -350,6 +350,11 @@ class ValidationPipeline:
                 *self._queue,
             ]
 
+    def accepted_pending(self) -> list[Candidate]:
+        """Accepted candidates still waiting for room in the inbox."""
+        with self._cv:
+            return list(self._pending)
+
     def state_dict(self) -> dict[str, Any]:
         with self._cv:
             return {
