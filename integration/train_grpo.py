@@ -48,6 +48,10 @@ POOL_KEYS = (
     "batch/zero_variance_frac",
     "time/pool_ms",
 )
+PRESETS = {
+    "paper": {"boundary": "quantile", "reinsert": "on_drain"},
+    "frontier": {"boundary": "absolute", "target": 0.5, "reinsert": "immediate", "revisit_fraction": 0.25},
+}
 # transformers 5.2x warns on every step because TRL reads the renamed gradient-checkpointing flag.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
@@ -58,6 +62,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", help="JSONL/Parquet file with prompt and answer columns (default: arithmetic)")
     p.add_argument("--sampling", default="medium", choices=["medium", "mixed", "uniform", "prioritized"])
     p.add_argument("--capacity", type=int, default=1_000_000, help="pool capacity (prompts)")
+    p.add_argument(
+        "--preset",
+        default="paper",
+        choices=["paper", "frontier"],
+        help="pool configuration: the paper's (quantile boundary, on-drain reinsertion) or the frontier "
+        "recommended by `heapa simulate` (absolute boundary at pass rate 0.5, immediate reinsertion, "
+        "revisit_fraction 0.25)",
+    )
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: 80 tiny, 200 real)")
     p.add_argument("--use-vllm", action="store_true", help="generate with vLLM (GPU; TRL's own vLLM path)")
     p.add_argument("--vllm-mode", default="colocate", choices=["colocate", "server"])
@@ -371,7 +383,7 @@ def main(argv=None) -> int:
         args=config,
         train_dataset=build_dataset(args),
         processing_class=tok,
-        pool_config=PoolConfig(capacity=args.capacity, sampling=args.sampling, seed=args.seed),
+        pool_config=PoolConfig(capacity=args.capacity, sampling=args.sampling, seed=args.seed, **PRESETS[args.preset]),
         verifier=verifier,
         augmentation=build_augmentation(args, tiny) if args.augment else None,
     )

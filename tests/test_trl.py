@@ -506,12 +506,13 @@ def test_two_processes_agree_and_split_groups_report_correctly(tmp_path):
 # ---------------------------------------------------------------------- the example script
 
 
-@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augment"])
-def test_example_script_writes_metrics_and_plot(tmp_path, augment):
+@pytest.mark.parametrize(("augment", "preset"), [(False, "paper"), (True, "paper"), (False, "frontier")])
+def test_example_script_writes_metrics_and_plot(tmp_path, augment, preset):
     pytest.importorskip("matplotlib")
     script = Path(__file__).parents[1] / "integration" / "train_grpo.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     cmd = [sys.executable, str(script), "--output-dir", str(tmp_path), "--max-steps", "3", "--prompts-per-step", "4"]
+    cmd += ["--preset", preset]
     if augment:
         cmd += ["--augment", "--warmup-steps", "20"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
