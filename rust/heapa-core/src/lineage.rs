@@ -72,18 +72,23 @@ impl Pool {
     #[doc(hidden)]
     pub fn refresh_via(&mut self, p: &RefreshParams, bulk: Option<bool>) -> usize {
         let n = self.slots.len();
-        let mut sum_w = vec![0f64; n];
-        let mut sum_wv = vec![0f64; n];
-        let mut leaves = vec![0f64; n];
+        // One record per slot, so a child's update to its parent touches one
+        // cache line instead of three (parents are scattered at 1M prompts).
+        let mut acc = vec![Acc::default(); n];
         let inv_t = 1.0 / p.temperature;
         let mut updates: Vec<(u32, f32)> = Vec::new();
         for (slot, parent) in self.forest().into_iter().rev() {
             let s = slot as usize;
             let own =
                 (self.slots.flags[s] & HAS_SCORE != 0).then(|| f64::from(self.slots.score[s]));
-            let is_leaf = leaves[s] == 0.0;
-            let value = if !is_leaf && sum_w[s] > 0.0 {
-                let m = sum_wv[s] / sum_w[s];
+            let Acc {
+                w: sum_w,
+                wv: sum_wv,
+                leaves,
+            } = acc[s];
+            let is_leaf = leaves == 0.0;
+            let value = if !is_leaf && sum_w > 0.0 {
+                let m = sum_wv / sum_w;
                 let v = own
                     .map_or(m, |a| p.blend * a + (1.0 - p.blend) * m)
                     .clamp(-1.0, 1.0);
@@ -100,16 +105,19 @@ impl Pool {
                 own
             };
             if let Some(ps) = parent {
-                let ell = if is_leaf { 1.0 } else { leaves[s] };
-                leaves[ps as usize] += ell.max(1.0);
+                let ell = if is_leaf { 1.0 } else { leaves };
+                let pa = &mut acc[ps as usize];
+                pa.leaves += ell.max(1.0);
                 if let Some(v) = value {
                     let w = match p.mode {
+                        // (powf dominates the pass otherwise; x^1 is exact.)
+                        RefreshMode::Path if inv_t == 1.0 => ell,
                         RefreshMode::Path => ell.powf(inv_t),
                         RefreshMode::Children => 1.0,
                     };
                     let d = f64::from(self.slots.difficulty[s]);
-                    sum_w[ps as usize] += w;
-                    sum_wv[ps as usize] += w * adjust(v, d, p.direction);
+                    pa.w += w;
+                    pa.wv += w * adjust(v, d, p.direction);
                 }
             }
         }
@@ -235,6 +243,16 @@ impl Pool {
             n_leaves: slots.iter().map(|&s| leaves[s as usize].max(1)).collect(),
         })
     }
+}
+
+/// Per-node accumulators of the bottom-up pass.
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    /// Sum of child weights, and of weight × adjusted child value.
+    w: f64,
+    wv: f64,
+    /// Descendant leaves (0 while no child has been seen: a leaf).
+    leaves: f64,
 }
 
 /// Merges a sorted vector with an unsorted one (sorted here).
