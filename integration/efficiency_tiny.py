@@ -44,13 +44,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import numpy as np
+from heapa.sim.report import t975
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 ARMS = ("uniform", "recommended", "heapa_paper")
 LEVELS = (1, 2, 3)
-# Two-sided 95% Student-t quantiles, by degrees of freedom (no scipy dependency).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 DEFAULTS = dict(
     seeds=5,
@@ -349,7 +348,7 @@ def ci95(values) -> dict:
     mean = float(x.mean())
     if len(x) < 2:
         return {"mean": mean, "lo": None, "hi": None, "n": 1}
-    half = _T975.get(len(x) - 1, 1.96) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    half = t975(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": len(x)}
 
 
