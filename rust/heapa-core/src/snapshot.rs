@@ -57,6 +57,8 @@ const SECTIONS: [&[u8; 4]; 9] = [
 /// How many of `SECTIONS` each format version has (index = version).
 const SECTION_COUNT: [usize; 3] = [0, 8, 9];
 const ABSENT: u32 = u32::MAX;
+/// Header bytes: magic, version, flags, body length.
+const HEADER: usize = 24;
 
 fn corrupt(msg: impl Into<String>) -> CoreError {
     CoreError::Snapshot(msg.into())
@@ -201,8 +203,11 @@ impl Pool {
         while let Some(it) = self.inbox.pop() {
             self.spill.push_back(it);
         }
-        let mut body =
-            Vec::with_capacity(64 + self.slots.len() * 64 + self.payload_bytes() as usize);
+        // Header, body and checksum in one buffer (no second copy of a
+        // snapshot that can be hundreds of MB); the header is filled in last.
+        let cap = HEADER + 64 + self.slots.len() * 64 + self.payload_bytes() as usize + 8;
+        let mut body = Vec::with_capacity(cap);
+        body.resize(HEADER, 0);
         let counts = (self.inbox.pushed(), self.inbox.rejected());
         Self::section(&mut body, SECTIONS[0], |w| put_config(w, &self.cfg));
         Self::section(&mut body, SECTIONS[1], |w| self.put_state(w, counts));
@@ -228,15 +233,14 @@ impl Pool {
             }
         });
         Self::section(&mut body, SECTIONS[8], |w| self.put_cooling(w));
-        let mut out = Vec::with_capacity(body.len() + 32);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        out.extend_from_slice(&body);
-        let sum = xxh3_64(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
-        out
+        let body_len = (body.len() - HEADER) as u64;
+        body[..8].copy_from_slice(MAGIC);
+        body[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        body[12..16].copy_from_slice(&0u32.to_le_bytes());
+        body[16..24].copy_from_slice(&body_len.to_le_bytes());
+        let sum = xxh3_64(&body);
+        body.extend_from_slice(&sum.to_le_bytes());
+        body
     }
 
     /// Writes a snapshot atomically: temporary file in the same directory,
