@@ -173,16 +173,25 @@ impl Pool {
             }
             changed[slot as usize] = true;
         }
-        let kept = |set: BTreeSet<Key>| -> Vec<Key> {
-            set.into_iter()
-                .filter(|&k| !changed[key_slot(k) as usize])
-                .collect()
+        // Sized up front: these run to millions of keys, and growing by
+        // doubling would copy them several times.
+        let kept = |sets: [BTreeSet<Key>; 2]| -> Vec<Key> {
+            let mut v = Vec::with_capacity(sets[0].len() + sets[1].len());
+            for set in sets {
+                v.extend(set.into_iter().filter(|&k| !changed[key_slot(k) as usize]));
+            }
+            v
         };
         // Every hard key is below every easy key, so hard ++ easy is sorted.
-        let mut live = kept(std::mem::take(&mut self.hard));
-        live.extend(kept(std::mem::take(&mut self.easy)));
+        let live = kept([
+            std::mem::take(&mut self.hard),
+            std::mem::take(&mut self.easy),
+        ]);
         let live = merge_sorted(live, scored);
-        let archive = merge_sorted(kept(std::mem::take(&mut self.archive)), archived);
+        let archive = merge_sorted(
+            kept([std::mem::take(&mut self.archive), BTreeSet::new()]),
+            archived,
+        );
         self.archive = archive.into_iter().collect();
         let split = match self.cfg.boundary {
             Boundary::Absolute => {
