@@ -38,6 +38,7 @@ class P:
     visits: int = 0
     estimated: bool = False
     parent: int | None = None
+    ready: int = 0  # revisit_fraction: drawable again once this many prompts were sampled in total
 
 
 class Model:
@@ -163,6 +164,7 @@ class PoolMachine(RuleBasedStateMachine):
         sampling=st.sampled_from(["medium", "mixed", "uniform", "prioritized"]),
         eviction=st.sampled_from(["hardest", "easiest"]),
         reinsert=st.sampled_from(["on_drain", "immediate"]),
+        revisit=st.sampled_from([0.0, 0.0, 0.3, 0.6]),
         drop_solved=st.booleans(),
         stat=st.sampled_from(["latest", "ema"]),
         reward_range=st.sampled_from([(0.0, 1.0), (-1.0, 1.0), (0.0, 10.0)]),
@@ -177,6 +179,7 @@ class PoolMachine(RuleBasedStateMachine):
         sampling,
         eviction,
         reinsert,
+        revisit,
         drop_solved,
         stat,
         reward_range,
@@ -192,6 +195,7 @@ class PoolMachine(RuleBasedStateMachine):
             sampling=sampling,
             eviction=eviction,
             reinsert=reinsert,
+            revisit_fraction=revisit if reinsert == "immediate" else 0.0,
             drop_solved=drop_solved,
             stat=stat,
             ema_alpha=0.3,
@@ -357,6 +361,14 @@ class PoolMachine(RuleBasedStateMachine):
         if k == 0:
             assert got == []
             return
+        if self.cfg.revisit_fraction > 0:
+            # Cooled-down prompts return (ready first); early only when the draw would come up short.
+            for i in sorted(m.ids_in("archived"), key=lambda i: (m.p[i].ready, m.p[i].seq)):
+                live = len(m.ids_in("cold")) + len(m.ids_in("scored"))
+                if m.p[i].ready > m.c["sampled"] and live >= k:
+                    break
+                m.p[i].state = "scored"
+                event("revisit: cooled down" if m.p[i].ready <= m.c["sampled"] else "revisit: early")
         live = len(m.ids_in("cold")) + len(m.ids_in("scored"))
         if self.cfg.reinsert == "on_drain" and live < k and m.ids_in("archived"):
             for i in sorted(m.ids_in("archived")):
@@ -432,6 +444,9 @@ class PoolMachine(RuleBasedStateMachine):
             p.seq, m.next_seq = m.next_seq, m.next_seq + 1
             if self.cfg.reinsert == "on_drain":
                 p.state = "archived"
+            elif self.cfg.revisit_fraction > 0 and not (self.cfg.drop_solved and p.score >= 1.0):
+                p.state = "archived"
+                p.ready = m.c["sampled"] + math.ceil(self.cfg.revisit_fraction * len(m.p))
             else:
                 m.return_scored(i)
                 if i not in m.p:
