@@ -176,6 +176,42 @@ class Inbox:
         self.pushed, self.rejected = state["pushed"], state["rejected"]
 
 
+class BaselinePool:
+    """Configuration shared by both baselines: the subset of ``PoolConfig`` they implement."""
+
+    #: Range ``low_fraction`` is clipped to.
+    LOW_FRACTION_RANGE = (0.0, 1.0)
+
+    def __init__(
+        self,
+        capacity: int = 1_000_000,
+        boundary: str = "quantile",
+        low_fraction: float = 0.5,
+        sampling: str = "medium",
+        eviction: str = "hardest",
+        reward_range: tuple[float, float] = (0.0, 1.0),
+        reinsert: str = "on_drain",
+        refresh: str | None = None,
+        inbox_capacity: int = 65536,
+        seed: int = 0,
+        epsilon: float = 0.1,
+        temperature: float = 1.0,
+        **_unused,
+    ):
+        check_supported(boundary, eviction, reinsert)
+        lo, hi = self.LOW_FRACTION_RANGE
+        self.capacity = int(capacity)
+        self.low_fraction = min(max(float(low_fraction), lo), hi)
+        self.sampling = canonical_sampling(sampling)
+        self.reward_range = (float(reward_range[0]), float(reward_range[1]))
+        self.reinsert = reinsert
+        self.refresh_mode = refresh
+        self.epsilon = float(epsilon)
+        self.temperature = float(temperature)
+        self._rng = np.random.default_rng(seed)
+        self.inbox = Inbox(inbox_capacity)
+
+
 def split_inbox_items(items: list[tuple]):
     """Inbox tuples -> keyword arguments for ``add`` (parents only if any)."""
     prompts = [it[0] for it in items]

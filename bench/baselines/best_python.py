@@ -41,11 +41,9 @@ from . import (
     HARD,
     IN_FLIGHT,
     NO_PARENT,
+    BaselinePool,
     CapacityError,
-    Inbox,
     adjust,
-    canonical_sampling,
-    check_supported,
     child_estimate,
     clamp_difficulty,
     from_score,
@@ -65,36 +63,11 @@ _STATE_NAMES = {
 }
 
 
-class BestPythonPool:
+class BestPythonPool(BaselinePool):
     name = "best_python"
 
-    def __init__(
-        self,
-        capacity: int = 1_000_000,
-        boundary: str = "quantile",
-        low_fraction: float = 0.5,
-        sampling: str = "medium",
-        eviction: str = "hardest",
-        reward_range: tuple[float, float] = (0.0, 1.0),
-        reinsert: str = "on_drain",
-        refresh: str | None = None,
-        inbox_capacity: int = 65536,
-        seed: int = 0,
-        epsilon: float = 0.1,
-        temperature: float = 1.0,
-        **_unused,
-    ):
-        check_supported(boundary, eviction, reinsert)
-        self.capacity = int(capacity)
-        self.low_fraction = min(max(float(low_fraction), 0.0), 1.0)
-        self.sampling = canonical_sampling(sampling)
-        self.reward_range = (float(reward_range[0]), float(reward_range[1]))
-        self.reinsert = reinsert
-        self.refresh_mode = refresh
-        self.epsilon = float(epsilon)
-        self.temperature = float(temperature)
-        self._rng = np.random.default_rng(seed)
-        self.inbox = Inbox(inbox_capacity)
+    def __init__(self, **config):
+        super().__init__(**config)
 
         self._n = 0  # ids handed out so far (ids are 0.._n-1)
         self._score = np.empty(0, dtype=np.float64)  # normalised; nan = unscored

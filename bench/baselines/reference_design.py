@@ -42,12 +42,10 @@ import numpy as np
 
 from . import (
     NO_PARENT,
+    BaselinePool,
     CapacityError,
-    Inbox,
     ReferenceCrash,
     adjust_scalar,
-    canonical_sampling,
-    check_supported,
     child_estimate,
     clamp_difficulty,
     from_score,
@@ -78,36 +76,13 @@ def _copy_record(rec: Record) -> Record:
     return new
 
 
-class ReferenceDesignPool:
+class ReferenceDesignPool(BaselinePool):
     name = "reference_design"
 
-    def __init__(
-        self,
-        capacity: int = 1_000_000,
-        boundary: str = "quantile",
-        low_fraction: float = 0.5,
-        sampling: str = "medium",
-        eviction: str = "hardest",
-        reward_range: tuple[float, float] = (0.0, 1.0),
-        reinsert: str = "on_drain",
-        refresh: str | None = None,
-        inbox_capacity: int = 65536,
-        seed: int = 0,
-        epsilon: float = 0.1,
-        temperature: float = 1.0,
-        **_unused,
-    ):
-        check_supported(boundary, eviction, reinsert)
-        self.capacity = int(capacity)
-        self.low_fraction = min(max(float(low_fraction), 0.05), 0.95)  # the reference clips q
-        self.sampling = canonical_sampling(sampling)
-        self.reward_range = (float(reward_range[0]), float(reward_range[1]))
-        self.reinsert = reinsert
-        self.refresh_mode = refresh
-        self.epsilon = float(epsilon)
-        self.temperature = float(temperature)
-        self._rng = np.random.default_rng(seed)
-        self.inbox = Inbox(inbox_capacity)
+    LOW_FRACTION_RANGE = (0.05, 0.95)  # the reference clips q
+
+    def __init__(self, **config):
+        super().__init__(**config)
 
         self._cold: deque[Record] = deque()
         self._low: list = []  # (-reward, seq, record): top = easiest hard item
