@@ -239,21 +239,16 @@ def evaluate(model, tok, heldout, batch_size: int = 256) -> dict[str, float]:
 def pool_overrides(arm: str) -> dict:
     from heapa.sim.samplers import RECOMMENDED, SAMPLERS
 
-    if arm == "uniform":
-        return {"sampling": "uniform", "reinsert": "immediate"}
-    if arm == "recommended":
-        return dict(SAMPLERS[RECOMMENDED].pool)
-    return dict(SAMPLERS[arm].pool)
+    return dict(SAMPLERS[RECOMMENDED if arm == "recommended" else arm].pool)
 
 
 def run_one(args, arm: str, seed: int, tok, state, splits) -> dict:
     import torch
     from datasets import Dataset
     from heapa import PoolConfig
-    from heapa.testing import exact_match_reward
+    from heapa.testing import exact_match_reward, tiny_grpo_config
     from heapa.trl import HeaPAGRPOTrainer
     from transformers import PrinterCallback, TrainerCallback
-    from trl import GRPOConfig
 
     torch.set_num_threads(1)
     G, B = args.num_generations, args.prompts_per_step
@@ -291,21 +286,14 @@ def run_one(args, arm: str, seed: int, tok, state, splits) -> dict:
                 per_step["pass_rate"].append(logs.get("batch/pass_rate"))
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = GRPOConfig(
-            output_dir=tmp,
+        config = tiny_grpo_config(
+            tmp,
             max_steps=args.steps,
             per_device_train_batch_size=B * G,  # counts completions
             num_generations=G,
             max_completion_length=5,
             learning_rate=args.learning_rate,
             lr_scheduler_type="constant",
-            use_cpu=True,
-            bf16=False,
-            gradient_checkpointing=False,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
             seed=seed,
         )
         trainer = HeaPAGRPOTrainer(

@@ -35,23 +35,6 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import numpy as np
 from transformers import TrainerCallback
 
-POOL_KEYS = (
-    "pool/size",
-    "pool/cold",
-    "pool/hard",
-    "pool/easy",
-    "pool/in_flight",
-    "pool/archived",
-    "pool/evicted",
-    "pool/boundary",
-    "batch/pass_rate",
-    "batch/zero_variance_frac",
-    "time/pool_ms",
-)
-PRESETS = {
-    "paper": {"boundary": "quantile", "reinsert": "on_drain"},
-    "frontier": {"boundary": "absolute", "target": 0.5, "reinsert": "immediate", "revisit_fraction": 0.25},
-}
 # transformers 5.2x warns on every step because TRL reads the renamed gradient-checkpointing flag.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
@@ -196,6 +179,13 @@ def build_rewards(args):
     return [exact_match_reward, closeness_reward], [1.0, 0.5], "exact_match_reward"
 
 
+def preset(name: str) -> dict:
+    """Pool settings of ``--preset``: the configurations ``heapa simulate`` compares (one source)."""
+    from heapa.sim.samplers import RECOMMENDED, SAMPLERS
+
+    return dict(SAMPLERS[{"paper": "heapa_paper", "frontier": RECOMMENDED}[name]].pool)
+
+
 # ---------------------------------------------------------------------- logging
 
 
@@ -203,8 +193,10 @@ class Reporter(TrainerCallback):
     """Progress bar, metrics.jsonl and per-step histograms of pool scores; added on the main process only."""
 
     def __init__(self, path: Path, total: int, trainer):
+        from heapa.trl import METRICS
         from tqdm.auto import tqdm
 
+        self.keys = METRICS
         self.trainer = trainer
         self.edges = score_edges(trainer.heapa_pool.config.reward_range, trainer.num_generations)
         self.file = open(path, "w")  # noqa: SIM115 (closed in on_train_end)
@@ -217,7 +209,7 @@ class Reporter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "train_runtime" in logs:  # skip the end-of-training summary
             return
-        row = {"step": state.global_step, **{k: logs.get(k) for k in POOL_KEYS}, **logs}
+        row = {"step": state.global_step, **{k: logs.get(k) for k in self.keys}, **logs}
         row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
         self.file.write(json.dumps(row, default=float, allow_nan=False) + "\n")
         self.file.flush()
@@ -383,7 +375,9 @@ def main(argv=None) -> int:
         args=config,
         train_dataset=build_dataset(args),
         processing_class=tok,
-        pool_config=PoolConfig(capacity=args.capacity, sampling=args.sampling, seed=args.seed, **PRESETS[args.preset]),
+        pool_config=PoolConfig(
+            **{**preset(args.preset), "capacity": args.capacity, "sampling": args.sampling, "seed": args.seed}
+        ),
         verifier=verifier,
         augmentation=build_augmentation(args, tiny) if args.augment else None,
     )

@@ -1169,7 +1169,7 @@ def _train_with_augmentation(warm_model, tmp_path, **aug):
     (trainer, ids of the prompts each round trained on)."""
     trl_mod = pytest.importorskip("heapa.trl")
     from datasets import Dataset
-    from trl import GRPOConfig
+    from heapa.testing import tiny_grpo_config
 
     model, tok, _ = warm_model
     rounds: list[np.ndarray] = []
@@ -1182,22 +1182,7 @@ def _train_with_augmentation(warm_model, tmp_path, **aug):
     def reward(completions, answer, **kw):
         return [1.0 if c.strip().startswith(a) else 0.0 for c, a in zip(completions, answer, strict=True)]
 
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        report_to="none",
-        gradient_checkpointing=False,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=3,
-        max_steps=3,
-        learning_rate=1e-4,
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-    )
+    args = tiny_grpo_config(str(tmp_path), max_completion_length=3, learning_rate=1e-4)
     ds = Dataset.from_dict(
         {"prompt": SEEDS, "answer": [solve_sum(s) for s in SEEDS], "level": [1 + i % 2 for i in range(len(SEEDS))]}
     )

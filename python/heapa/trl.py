@@ -65,6 +65,7 @@ __all__ = [
     "HeaPAGRPOTrainer",
     "HeaPAMixin",
     "HeaPARound",
+    "METRICS",
     "TRLCompatibilityError",
     "check_trl_compatibility",
 ]
@@ -87,6 +88,8 @@ ID_COLUMN = "heapa_id"
 POOL_FILE = "heapa_pool.bin"
 STATE_FILE = "heapa_trainer.json"
 _POOL_METRICS = ("size", "cold", "hard", "easy", "in_flight", "archived", "evicted", "boundary")
+#: Names of the metrics the trainer logs every step (``aug/*`` come on top with augmentation).
+METRICS = (*(f"pool/{k}" for k in _POOL_METRICS), "batch/pass_rate", "batch/zero_variance_frac", "time/pool_ms")
 _SEED_CHUNK = 65_536
 
 
