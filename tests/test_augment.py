@@ -27,7 +27,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 import pytest
-from heapa import NO_PARENT, Pool, PoolConfig
+from heapa import NO_PARENT, InvalidInputError, Pool, PoolConfig
 from heapa.augment import (
     COMPACT_TEMPLATE,
     DEFAULT_TEMPLATE,
@@ -614,6 +614,16 @@ class TestSelfConsistency:
         assert majority_answer(["0.5", "1/2", "\\frac{1}{2}", "3", None]) == ("0.5", 3)
         assert majority_answer([None, None]) == (None, 0)
 
+    def test_numbers_compared_exactly(self):
+        """Ground truth is decided by value, exactly: floats would merge neighbouring big integers."""
+        assert not answers_equivalent("12345678901234567890", "12345678901234567891")
+        assert not answers_equivalent("9" * 400, "9" * 399 + "8")  # both inf as floats
+        assert answers_equivalent("9" * 400, "9" * 400 + ".0")
+        assert not answers_equivalent("3" * 400 + "/1", "7")  # no OverflowError
+        assert answers_equivalent("3/4", "0.75") and answers_equivalent("1e3", "1000")
+        votes = ["10000000000000001", "10000000000000000", "10000000000000000"]
+        assert majority_answer(votes) == ("10000000000000000", 2)
+
     def test_solver_function(self):
         answers = {"a": ["7", "7", "7", "8"], "b": ["1", "2", "3", "4"], "c": ["5", None, None, None]}
         v = SelfConsistencyValidator(k=4, threshold=0.5, solver=lambda p, k: answers[p][:k])
@@ -894,10 +904,22 @@ class TestAugmenterEndToEnd:
 # ---------------------------------------------------------------------- OpenAI-compatible validator over HTTP
 
 
+RAW_ANSWERS = {  # ChatServer: the answer for these words, as raw JSON
+    "numeric": "42",
+    "million": "1234567",
+    "hugeint": "9" * 400,
+    "decimal": "2.50",
+    "exponent": "1.5e-7",
+    "boolean": "true",
+    "surrogate": '"\\ud800"',  # valid JSON, but a lone surrogate no pool can store
+}
+
+
 class ChatServer:
     """A real HTTP server on 127.0.0.1 speaking the chat-completions protocol, with scripted faults keyed
     by a word in the problem: ok, flaky500, always500, badjson, envelope, slow, unsolvable, noanswer,
-    notfound. Counts requests per problem."""
+    notfound, and the words of ``RAW_ANSWERS`` (the answer written as that raw JSON). Counts requests per
+    problem."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.hits: dict[str, int] = {}
@@ -940,8 +962,9 @@ class ChatServer:
                     obj["solvable"] = False
                 elif word == "noanswer":
                     obj["answer"] = None
-                elif word == "numeric":
-                    obj["answer"] = 42
+                if word in RAW_ANSWERS:  # the answer exactly as written, not as json.dumps would
+                    written = '"answer": ' + RAW_ANSWERS[word]
+                    raw = json.dumps(obj).replace('"answer": ' + json.dumps(answer), written)
                 content = raw if raw is not None else "```json\n" + json.dumps(obj) + "\n```"
                 env = {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {
                     "role": "assistant", "content": content}, "finish_reason": "stop"}]}  # fmt: skip
@@ -1000,6 +1023,17 @@ class TestOpenAIValidator:
             == 1.2
         )
 
+    def test_numeric_answers_are_exact(self, chat_server):
+        """A JSON number becomes the ground truth digit for digit: no float formatting, no overflow; a
+        boolean is no answer."""
+        v = openai(chat_server.url)
+        words = ("numeric", "million", "hugeint", "decimal", "exponent", "boolean")
+        got = {w: v.validate(Candidate(1, "p", f"{w} problem", 1.0)) for w in words}
+        assert got["numeric"].answer == "42" and got["million"].answer == "1234567"
+        assert got["hugeint"].answer == "9" * 400 and got["decimal"].answer == "2.50"
+        assert got["exponent"].answer == "0.00000015"
+        assert (got["boolean"].accepted, got["boolean"].reason) == (False, "no_answer")
+
     def test_failures_nothing_lost_or_duplicated(self, chat_server):
         """Faults through the whole pipeline: every candidate ends accepted once or rejected once."""
         pool = Pool(PoolConfig(seed=0))
@@ -1042,22 +1076,23 @@ class TestOpenAIValidator:
         assert v.stats["error/timeout"] >= 1 and v.stats["error/http_500"] >= 7 and v.stats["error/malformed"] >= 5
 
     def test_trainer_keeps_going_shutdown_and_resume(self, tmp_path):
-        """Slow validation never blocks after_step; shutdown with requests in flight keeps them in the
-        state; a resumed augmenter validates them and inserts each exactly once."""
-        slow = ChatServer(delay=1.0)
+        """Slow validation never blocks after_step; shutdown with requests in flight aborts them and keeps
+        them in the state, unjudged; a resumed augmenter validates them and inserts each exactly once."""
+        slow = ChatServer(delay=60.0)  # answers long after the test: any verdict would come from shutdown
         pool, ids = make_pool()
-        aug = make_aug(pool, validators=[openai(slow.url, timeout=5.0, max_retries=0)], workers=2)
+        aug = make_aug(pool, validators=[openai(slow.url, timeout=120.0, max_retries=0)], workers=2)
         try:
-            t0 = time.perf_counter()
-            aug.after_step(None, ids[:4], np.full(4, 0.5), step=1)
-            assert time.perf_counter() - t0 < 0.5  # generation + parsing only, validation is behind
+            aug.after_step(None, ids[:4], np.full(4, 0.5), step=1)  # returns with validation still behind it
             assert wait_for(lambda: aug.metrics()["aug/in_flight"] == 2)
-            aug.close(timeout=0.1)  # shutdown with two requests in flight
+            workers = list(aug.pipeline._threads)
+            aug.close(timeout=10)  # shutdown with two requests in flight
+            assert not any(t.is_alive() for t in workers)
             with aug.paused():
                 pool.save(tmp_path / "pool.bin")
                 state = json.loads(json.dumps(aug.state_dict()))
-            assert len(state["pipeline"]["queue"]) == 4 and aug.metrics()["aug/accepted"] == 0
-            assert wait_for(lambda: aug.pipeline.counts["late_results"] == 2)  # late answers are ignored
+            assert len(state["pipeline"]["queue"]) == 4
+            m = aug.metrics()
+            assert m["aug/accepted"] == 0 and m["aug/rejected"] == 0, m
             assert len(pool.inbox) == 0
         finally:
             slow.close()
@@ -1077,6 +1112,155 @@ class TestOpenAIValidator:
                 aug2.close()
         finally:
             fast.close()
+
+
+class DripServer:
+    """A real HTTP server that answers 200 with a long Content-Length, then drips one byte every 0.25 s for
+    up to 60 s: every read returns within a per-read timeout, the whole response never comes."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.stop = threading.Event()
+        lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    server.hits += 1
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    end = time.monotonic() + 60
+                    while time.monotonic() < end and not server.stop.wait(0.25):
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:  # the client hung up
+                    pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class TestFaults:
+    def test_invalid_text_is_rejected_and_the_rest_inserted(self, chat_server):
+        """A validator reply with a lone surrogate is rejected (``invalid_text``); it blocks nobody."""
+        pool, ids = make_pool()
+
+        def variant(p, j):
+            word = "surrogate" if p == "0+4=" else "ok"
+            return f"{word} {_bump(p, j)}\ndifficulty: 1.1\nend"
+
+        aug = make_aug(pool, backend=ScriptedBackend(variant=variant), validators=[openai(chat_server.url)])
+        try:
+            aug.after_step(None, ids[:5], np.full(5, 0.5), step=1)
+            assert aug.pipeline.wait_idle(10)
+            m = assert_accounting(aug)
+            assert m["aug/rejected/invalid_text"] == 1 and m["aug/accepted"] == 4 and m["aug/inserted"] == 4, m
+            assert sorted(pool.prompts(pool.drain_inbox())) == ["OK 1+0=", "OK 1+2=", "OK 1+6=", "OK 1+8="]
+        finally:
+            aug.close()
+
+    @pytest.mark.parametrize("refusal", ["pool", "invalid_input_error"])
+    def test_inbox_refusals_reject_only_the_bad_items(self, refusal):
+        """Accepted candidates wait for inbox room as one batch; when the inbox refuses the batch because of
+        some items, exactly those are rejected (``invalid_input``) and the rest go in, never retried."""
+        pool, ids = make_pool()
+        full = True  # the inbox has no room at first: accepted candidates pile up as one pending batch
+
+        def commit(cands):
+            if full:
+                return 0
+            texts = [c.info["text"] for c in cands]
+            if refusal == "invalid_input_error" and any("\ud800" in t for t in texts):
+                raise InvalidInputError("prompts: invalid text")  # what the binding may raise instead
+            return pool.inbox.push(texts, answers=[c.answer for c in cands], parents=[c.parent_id for c in cands])
+
+        texts = [f"{i}+1=" if i not in (2, 5) else f"{i}+\ud800" for i in range(8)]
+        cands = [Candidate(int(ids[0]), "p", f"q{i}", 1.0, answer="1", info={"text": t}) for i, t in enumerate(texts)]
+        pipe = ValidationPipeline([], commit, workers=1)
+        pipe.start()
+        try:
+            assert pipe.submit(cands) == 8
+            assert pipe.wait_idle(10)
+            assert len(pipe.accepted_pending()) == 8
+            full = False
+            assert pipe.flush() == 6
+        finally:
+            pipe.close()
+        c = pipe.counts
+        assert c["accepted"] == 6 and c["inserted"] == 6 and c["rejected/invalid_input"] == 2, c
+        assert c["enqueued"] == c["accepted"] + c["rejected/invalid_input"] and not pipe.accepted_pending()
+        assert sorted(pool.prompts(pool.drain_inbox())) == sorted(t for t in texts if "\ud800" not in t)
+
+    def test_restart_after_close_validates_with_real_requests(self, chat_server):
+        """close() then start() works like a fresh start (``trainer.train()`` twice on one trainer does it):
+        candidates reach the endpoint instead of being rejected by the stop flag of the first close."""
+        pool, ids = make_pool()
+        aug = make_aug(pool, validators=[openai(chat_server.url)])
+        try:
+            aug.after_step(None, ids[:2], np.full(2, 0.5), step=1)
+            assert aug.pipeline.wait_idle(10)
+            aug.close()
+            aug.start()
+            aug.after_step(None, ids[2:4], np.full(2, 0.5), step=2)
+            assert aug.pipeline.wait_idle(10)
+            m = assert_accounting(aug)
+            assert m["aug/accepted"] == 4 and m["aug/rejected"] == 0, m
+            assert sorted(chat_server.hits) == ["1+0=", "1+2=", "1+4=", "1+6="]
+            assert set(chat_server.hits.values()) == {1}
+        finally:
+            aug.close()
+
+    def test_timeout_is_a_deadline_for_the_whole_request(self):
+        drip = DripServer()
+        v = openai(drip.url, timeout=0.5, max_retries=0)
+        verdicts = []
+        pipe = ValidationPipeline(
+            [v], len, workers=1, max_requeues=0, on_result=lambda c, ok, r: verdicts.append((ok, r, c.info["error"]))
+        )
+        pipe.start()
+        try:
+            assert pipe.submit([Candidate(1, "p", "drip problem", 1.0)]) == 1
+            # A generous bound: a per-read timeout would hold the request for the server's 60 s of dripping.
+            assert pipe.wait_idle(30)
+        finally:
+            pipe.close()
+            drip.close()
+        assert verdicts == [(False, "openai_error", "timeout")]
+        assert v.stats["error/timeout"] == 1 and drip.hits == 1
+
+    def test_close_aborts_requests_in_flight(self):
+        """close() ends its workers within its timeout, even with requests in flight to a server that takes
+        a minute; the interrupted candidates stay held, unjudged."""
+        drip = DripServer()
+        v = openai(drip.url, timeout=120.0, max_retries=0)
+        pipe = ValidationPipeline([v], len, workers=2)
+        pipe.start()
+        workers = list(pipe._threads)
+        try:
+            assert pipe.submit([Candidate(1, "p", f"drip problem {i}", 1.0) for i in range(2)]) == 2
+            assert wait_for(lambda: drip.hits == 2 and pipe.sizes()["in_flight"] == 2)
+            pipe.close(timeout=10)
+            assert not any(t.is_alive() for t in workers) and not pipe.running
+            assert len(pipe.held()) == 2 and pipe.counts["abandoned"] == 0
+            assert not any(k.startswith("rejected/") for k in pipe.counts)
+        finally:
+            pipe.close(timeout=1)
+            drip.close()
 
 
 def test_config_validation_and_shortcuts():

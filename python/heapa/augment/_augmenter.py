@@ -36,7 +36,7 @@ from ._filters import CharsetFilter, DecontaminationFilter, DedupFilter, LengthF
 from ._format import TaggedFormat, parse_variant
 from ._pipeline import ValidationPipeline
 from ._prompt import PromptBuilder
-from ._validators import Candidate, OpenAIValidator, SelfConsistencyValidator, Validator
+from ._validators import Candidate, OpenAIValidator, SelfConsistencyValidator, Validator, valid_text
 
 __all__ = ["AugmentationConfig", "Augmenter"]
 
@@ -609,6 +609,8 @@ class Augmenter:
             self._settle(c, False)
 
     def _filter(self, c: Candidate) -> str:
+        if not valid_text(c.problem):  # the pool could never store it (and the dedup hash cannot encode it)
+            return "invalid_text"
         for f in self.filters:
             v = f.validate(c)
             if not v.accepted:
@@ -629,6 +631,8 @@ class Augmenter:
         c.info["child_prompt"] = self._child_prompt(c)
 
     def _check_commit(self, c: Candidate) -> str | None:
+        if not valid_text(self.encode(self._child_prompt(c))):  # what the inbox will store
+            return "invalid_text"
         if self.dedup is None:
             return None
         old = c.info.get("dedup_key")

@@ -21,7 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ._validators import Candidate, Validator, Verdict
+from ._validators import Candidate, Validator, Verdict, valid_text
 
 __all__ = ["ValidationPipeline"]
 
@@ -29,11 +29,17 @@ logger = logging.getLogger("heapa.augment")
 
 STATE_VERSION = 1
 
+# What ``commit`` raises for a batch holding an item it can never take (the pool binding raises
+# InvalidInputError, a ValueError, or UnicodeEncodeError for text that is not valid UTF-8).
+_INPUT_ERRORS = (ValueError, TypeError)
+
 
 class ValidationPipeline:
     """Runs ``validators`` on ``workers`` threads over at most ``max_queue`` held candidates.
 
-    commit: ``commit(candidates) -> int``: inserts a prefix of the accepted candidates, returns its length.
+    commit: ``commit(candidates) -> int``: inserts a prefix of the accepted candidates, returns its length;
+        raises ``ValueError`` / ``TypeError`` (inserting nothing) when an item can never be inserted: such
+        items are found by bisection and rejected (``invalid_input``), the others inserted.
     require_answer: a candidate leaving the chain without a ground-truth answer is rejected (``no_answer``).
     max_requeues: how often a transient validator failure sends a candidate back to the queue before it
         is rejected with that validator's error reason.
@@ -178,6 +184,10 @@ class ValidationPipeline:
         with self._cv:
             if self._threads and not self._closing:
                 return
+            for v in self.validators:  # undo close(): a restart works like a fresh start
+                reopen = getattr(v, "start", None)
+                if callable(reopen):
+                    reopen()
             self._closing = False
             self._drain = False
             self._generation += 1
@@ -204,7 +214,11 @@ class ValidationPipeline:
                     return
                 c = self._queue.popleft()
                 self._inflight[c.uid] = c.to_dict()
-            outcome, verdict = self._run_chain(c)
+            try:
+                outcome, verdict = self._run_chain(c)
+            except Exception:  # a callback (on_change) failed: the worker must survive it
+                logger.exception("heapa.augment: validating candidate %s failed", c.uid)
+                outcome, verdict = "reject", Verdict.reject("exception")
             with self._cv:
                 self._complete(c, outcome, verdict)
 
@@ -232,6 +246,8 @@ class ValidationPipeline:
             if changed and self._on_change is not None:
                 self._on_change(c)
             c.stage += 1
+        if not (valid_text(c.problem) and valid_text(c.answer)):
+            return "reject", Verdict.reject("invalid_text")  # e.g. a lone surrogate: the pool cannot store it
         if self.require_answer and not c.answer:
             return "reject", Verdict.reject("no_answer")
         return "accept", None
@@ -254,7 +270,11 @@ class ValidationPipeline:
         elif outcome == "reject":
             self._finish(c, False, verdict.reason if verdict else "rejected")
         else:
-            reason = self._check_commit(c) if self._check_commit is not None else None
+            try:
+                reason = self._check_commit(c) if self._check_commit is not None else None
+            except Exception:
+                logger.exception("heapa.augment: the commit check failed on candidate %s", c.uid)
+                reason = "commit_check_error"
             if reason:
                 self._finish(c, False, reason)
             else:
@@ -275,19 +295,45 @@ class ValidationPipeline:
     def _flush_locked(self) -> int:
         if not self._pending:
             return 0
-        batch = list(self._pending)
+        before = self.counts["inserted"]
+        if not self._push_locked(list(self._pending)):
+            self.counts["inbox_full"] += 1
+        return self.counts["inserted"] - before
+
+    def _push_locked(self, batch: list[Candidate]) -> bool:
+        """Inserts ``batch`` (the front of ``_pending``); True when every item went in or was rejected.
+
+        A batch with an item that can never go in is refused whole: bisect down to such items, reject
+        them and insert the rest (retrying them would block everything behind them for ever).
+        """
         try:
             n = int(self._commit(batch))
+        except _INPUT_ERRORS as exc:
+            if len(batch) > 1:
+                mid = len(batch) // 2
+                return self._push_locked(batch[:mid]) and self._push_locked(batch[mid:])
+            self._pending.popleft()
+            self._unaccept(batch[0], "invalid_input", exc)
+            return True
         except Exception:
             logger.exception("heapa.augment: inserting %d accepted candidates failed; will retry", len(batch))
-            n = 0
+            return False
         n = max(0, min(n, len(batch)))
         for _ in range(n):
             self._pending.popleft()
         self.counts["inserted"] += n
-        if n < len(batch):
-            self.counts["inbox_full"] += 1
-        return n
+        return n == len(batch)
+
+    def _unaccept(self, c: Candidate, reason: str, exc: Exception) -> None:
+        # Counted accepted already: move it to rejected/<reason> so accepted = inserted + pending still holds.
+        logger.warning("heapa.augment: the inbox refused candidate %s (%s); rejecting it", c.uid, exc)
+        self.counts["accepted"] -= 1
+        self.counts[f"rejected/{reason}"] += 1
+        if self._on_result is not None:
+            try:
+                self._on_result(c, False, reason)
+            except Exception:
+                logger.exception("heapa.augment: on_result callback failed")
 
     def flush(self) -> int:
         """Retries inserting accepted candidates the inbox had no room for; returns how many went in."""

@@ -17,6 +17,7 @@ the training thread.
 
 from __future__ import annotations
 
+import decimal
 import json
 import logging
 import math
@@ -29,11 +30,12 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Any, Protocol, runtime_checkable
 
 from ._backends import Sampling
 from ._format import clamp_difficulty
-from ._http import post_json
+from ._http import RequestCancelled, RequestGroup, post_json
 
 __all__ = [
     "Candidate",
@@ -45,9 +47,23 @@ __all__ = [
     "extract_answer",
     "majority_answer",
     "normalize_answer",
+    "valid_text",
 ]
 
 logger = logging.getLogger("heapa.augment")
+
+
+def valid_text(s: Any) -> bool:
+    """``None`` or a string the pool can store (UTF-8 encodable: no lone surrogates)."""
+    if s is None:
+        return True
+    if not isinstance(s, str):
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -155,13 +171,24 @@ def extract_answer(text: str) -> str | None:
     return normalize_answer(nums[-1]) if nums else None
 
 
-def _as_number(s: str) -> float | None:
+_FRACTION = re.compile(r"[-+]?\d+/\d+")
+_DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE]([-+]?\d+))?")
+_MAX_NUMBER_CHARS = 1000  # longer numerals are compared as text
+_MAX_EXPONENT = 1000
+
+
+def _as_number(s: str) -> Fraction | None:
+    """The exact value of an integer, decimal or fraction literal (floats would call 10**17 and 10**17+1
+    equal, and two different 400-digit integers both inf)."""
+    if len(s) > _MAX_NUMBER_CHARS:
+        return None
     try:
-        if re.fullmatch(r"[-+]?\d+/\d+", s):
+        if _FRACTION.fullmatch(s):
             num, den = s.split("/")
-            return int(num) / int(den) if int(den) else None
-        if re.fullmatch(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", s):
-            return float(s)
+            return Fraction(int(num), int(den)) if int(den) else None
+        m = _DECIMAL.fullmatch(s)
+        if m and (m.group(1) is None or abs(int(m.group(1))) <= _MAX_EXPONENT):
+            return Fraction(s)
     except (ValueError, ZeroDivisionError):
         return None
     return None
@@ -201,7 +228,8 @@ def _math_verify_equal(a: str, b: str) -> bool:
 
 
 def answers_equivalent(a: str | None, b: str | None, *, max_len: int = 120) -> bool:
-    """Exact match after normalisation (fast path), numbers by value, else math-verify."""
+    """Exact match after normalisation (fast path), numbers by exact value, else math-verify (when it is
+    installed; without it, answers that differ after normalisation are different)."""
     if a is None or b is None:
         return False
     if a == b:
@@ -213,7 +241,7 @@ def answers_equivalent(a: str | None, b: str | None, *, max_len: int = 120) -> b
         return True
     fa, fb = _as_number(na), _as_number(nb)
     if fa is not None and fb is not None:
-        return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
+        return fa == fb
     if len(na) > max_len or len(nb) > max_len:
         return False
     return _math_verify_equal(na, nb)
@@ -336,7 +364,8 @@ class OpenAIValidator:
     base_url: e.g. ``http://127.0.0.1:8000/v1`` (``/chat/completions`` is appended unless present).
     api_key: sent as a bearer token (default: the ``OPENAI_API_KEY`` environment variable, if set).
     max_concurrency: simultaneous requests across all validation threads.
-    timeout: seconds per request; max_retries: extra attempts after a timeout, a transport error, HTTP
+    timeout: seconds per request, a deadline for the whole request (a server dripping bytes cannot stretch
+        it); max_retries: extra attempts after a timeout, a transport error, HTTP
         408/425/429/5xx or malformed JSON, with exponential backoff (``backoff`` .. ``backoff_max`` s,
         jittered; ``Retry-After`` honoured up to ``backoff_max``). Other HTTP errors fail at once.
     use_clean_problem: the endpoint's cleaned problem replaces the candidate's.
@@ -392,12 +421,19 @@ class OpenAIValidator:
         self.name = name
         self._rng = random.Random(seed)
         self._stop = threading.Event()
+        self._requests = RequestGroup()
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
 
+    def start(self) -> None:
+        """Accepts work again after ``close`` (the pipeline calls it from ``start``)."""
+        self._requests.reopen()
+        self._stop.clear()
+
     def close(self) -> None:
-        """Aborts backoff waits (pending work is reported as retryable, not rejected)."""
+        """Aborts backoff waits and requests in flight (that work is reported as retryable, not rejected)."""
         self._stop.set()
+        self._requests.cancel()
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -434,7 +470,11 @@ class OpenAIValidator:
             self._count("requests")
             try:
                 with self._sem:
-                    status, headers, raw = post_json(self.url, body, self.headers, self.timeout)
+                    if self._stop.is_set():  # closed while waiting for a slot
+                        raise _CallFailed("shutdown")
+                    status, headers, raw = post_json(self.url, body, self.headers, self.timeout, self._requests)
+            except RequestCancelled as exc:
+                raise _CallFailed("shutdown") from exc
             except (TimeoutError, OSError) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else "connection"
             except Exception as exc:  # http.client.HTTPException and friends
@@ -468,20 +508,13 @@ class OpenAIValidator:
         solvable = obj.get("solvable")
         if isinstance(solvable, str):
             solvable = solvable.strip().lower() in ("true", "yes", "1")
-        answer = obj.get("answer")
-        if isinstance(answer, bool):
-            answer = None
-        elif isinstance(answer, (int, float)):
-            answer = None if isinstance(answer, float) and not math.isfinite(answer) else f"{answer:g}"
-        elif isinstance(answer, str):
-            answer = answer.strip() or None
-        else:
-            answer = None
+        answer = _answer_text(obj.get("answer"))
         info: dict[str, Any] = {}
         d = obj.get("difficulty")
         teacher_d = None
-        if isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d) and d > 0:
-            teacher_d = clamp_difficulty(d)
+        dv = _number_value(d)
+        if dv is not None and dv > 0:
+            teacher_d = clamp_difficulty(dv)
             info["teacher_difficulty"] = teacher_d
         if solvable is not True:
             return Verdict.reject("unsolvable", info=info)
@@ -495,6 +528,37 @@ class OpenAIValidator:
             difficulty=teacher_d if self.use_teacher_difficulty else None,
             info=info,
         )
+
+
+_PLAIN_EXPONENT = 30  # decimals with a smaller exponent are written out (1E+5 -> 100000)
+
+
+def _answer_text(answer: Any) -> str | None:
+    """A JSON answer as exact text: integers as integers, decimals digit for digit (the content is parsed
+    with ``parse_float=Decimal``); booleans, null, NaN/infinity and other types are no answer."""
+    if isinstance(answer, bool):
+        return None
+    if isinstance(answer, int):
+        return str(answer)
+    if isinstance(answer, decimal.Decimal):
+        if not answer.is_finite():
+            return None
+        exp = answer.as_tuple().exponent
+        return format(answer, "f") if isinstance(exp, int) and abs(exp) <= _PLAIN_EXPONENT else str(answer)
+    if isinstance(answer, str):
+        return answer.strip() or None
+    return None  # float (only NaN / Infinity reach here), list, object
+
+
+def _number_value(x: Any) -> float | None:
+    """A finite JSON number as a float (booleans are not numbers)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, decimal.Decimal)):
+        return None
+    try:
+        v = float(x)
+    except OverflowError:
+        return None
+    return v if math.isfinite(v) else None
 
 
 def _parse_chat_json(raw: bytes) -> dict[str, Any]:
@@ -512,7 +576,7 @@ def _parse_chat_json(raw: bytes) -> dict[str, Any]:
     i, j = s.find("{"), s.rfind("}")
     if i < 0 or j < i:
         raise ValueError("no JSON object in the content")
-    obj = json.loads(s[i : j + 1])
+    obj = json.loads(s[i : j + 1], parse_float=decimal.Decimal)  # exact decimals: the answer is ground truth
     if not isinstance(obj, dict):
         raise ValueError("content JSON is not an object")
     return obj
