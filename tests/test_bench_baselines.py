@@ -1,38 +1,31 @@
 """The benchmark baselines implement the same semantics as heapa (small inputs).
 
-Both pure-Python baselines (``bench/baselines``) are driven through the same
-operation sequences as ``heapa.Pool`` (when the extension is built) and must
-agree on every partition count; their sampling, eviction and lineage refresh
-are checked against direct definitions.
+Both pure-Python baselines (``heapa.bench.baselines``) are driven through the
+same operation sequences as ``heapa.Pool`` and must agree on every partition
+count; their sampling, eviction and lineage refresh are checked against direct
+definitions.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from heapa import Pool, PoolConfig
+from heapa.bench import registry as reg
+from heapa.bench import runner as bench_runner
+from heapa.bench.baselines import ReferenceCrash, make_pool, target_hard
+from heapa.bench.baselines.best_python import _depths, _refresh_levels, _refresh_loop
+from heapa.bench.cli import main as bench_main
+from heapa.bench.report import format_table
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.baselines import ReferenceCrash, make_pool, target_hard  # noqa: E402
-from bench.baselines.best_python import _depths, _refresh_levels, _refresh_loop  # noqa: E402
-
-try:
-    from heapa import Pool, PoolConfig
-
-    HAVE_HEAPA = True
-except ImportError:  # the extension is not built: compare the baselines only
-    HAVE_HEAPA = False
-
 BASELINES = ["best_python", "reference_design"]
-IMPLS = BASELINES + (["heapa"] if HAVE_HEAPA else [])
+IMPLS = [*BASELINES, "heapa"]
 COUNTS = ("size", "cold", "in_flight", "archived", "held", "evicted")
 
 
@@ -405,3 +398,96 @@ def test_save_load_round_trip(name, tmp_path):
     loaded.release(got[40:])
     assert list(loaded.sample(200)) == list(pool.sample(200))
     assert list(loaded.drain_inbox()) == list(pool.drain_inbox())
+
+
+# ------------------------------------------------------ benchmark registry
+# (the runner and its report on tiny pools; nothing here is timed against a limit)
+
+ONCE = bench_runner.Profile(max_time=0.0, min_reps=1, max_reps=2)
+SUMMARY_KEYS = set(bench_runner.summarize([1.0], 1, "calls"))
+
+
+def test_registry_is_consistent():
+    assert len(set(reg.NAMES)) == len(reg.OPS) and reg.NAMES[0] == "add"
+    for op in reg.OPS:
+        assert set(op.impls) <= set(reg.IMPLS) and reg.SUBJECT in op.impls, op.name
+        assert set(op.max_size) | set(op.crashes) <= set(op.impls), op.name
+        assert set(op.min_speedup) <= set(reg.BASELINES) & set(op.impls), op.name
+        if op.budget:
+            assert op.budget.metric in SUMMARY_KEYS, op.name
+    # the operations the engine team measures at 1M, with their budgets
+    assert reg.BY_NAME["sample_uniform_512"].budget == reg.Budget("p50_us", "<=", 100.0)
+    assert reg.BY_NAME["sample_prioritized_512"].budget == reg.Budget("p50_us", "<=", 100.0)
+    assert reg.BY_NAME["stats"].budget == reg.Budget("p50_us", "<=", 20.0)
+    assert reg.BY_NAME["stats"].flat_from == 10_000
+    assert reg.BY_NAME["fingerprint"].budget is None
+
+
+def test_budget_checks():
+    b = reg.Budget("ops_per_s", ">=", 10.0)
+    assert b.ok(10.0) and not b.ok(9.9) and b.ok(None) is None
+    assert b.entry(12.0) == {"metric": "ops_per_s", "cmp": ">=", "limit": 10.0, "value": 12.0, "ok": True}
+    with pytest.raises(ValueError):
+        reg.Budget("p50_us", "<", 1.0)
+
+
+@pytest.mark.parametrize("impl", reg.IMPLS)
+def test_every_operation_runs(impl):
+    """Each implementation runs every operation it has (or fails the way the registry expects)."""
+    ops = [op for op in reg.OPS if impl in op.impls]
+    out = bench_runner.run_worker(impl, 4 * 512, ops, ONCE)
+    assert set(out["errors"]) == {op.name for op in ops if impl in op.crashes}
+    for op in ops:
+        r = out["results"][op.name]
+        assert (r is None) == (impl in op.crashes), op.name
+        if r is not None:
+            assert r["items_per_call"] == op.items_at(4 * 512) and r["unit"] == op.unit and r["reps"] >= 1
+    assert out["memory"]["rss_bytes_per_prompt"] is not None
+
+
+def test_report_with_fallback_and_flat_check(monkeypatch):
+    """The whole report on a tiny pool: a baseline fallback size, a flat-cost check, an op one impl lacks."""
+    size, small = 4096, 2048
+    changed = {
+        "report_512": {"max_size": {"reference_design": small}},
+        "stats": {"flat_from": small},
+    }
+    ops = tuple(dataclasses.replace(op, **changed.get(op.name, {})) for op in reg.OPS)
+    monkeypatch.setattr(reg, "OPS", ops)
+    monkeypatch.setattr(reg, "BY_NAME", {op.name: op for op in ops})
+    calls = []
+
+    def spawn(impl, at, ops_, quick, seed):
+        calls.append((impl, at, [op.name for op in ops_]))
+        return json.loads(json.dumps(bench_runner.run_worker(impl, at, ops_, ONCE, seed)))
+
+    monkeypatch.setattr(bench_runner, "spawn_worker", spawn)
+    names = ["add", "stats", "fingerprint", "sample_uniform_512", "report_512"]
+    report = bench_runner.run(size, True, list(reg.IMPLS), names, log=lambda _: None)
+    json.dumps(report)
+
+    assert ("heapa", small, ["stats", "report_512"]) in calls
+    assert ("reference_design", small, ["report_512"]) in calls
+    assert list(report["results"]) == names
+    assert report["baselines"]["best_python"]["fingerprint"] is None
+    assert report["speedup"]["reference_design"]["report_512"] is None
+    fb = report["fallback"]["reference_design"]
+    assert fb["size"] == small and set(fb["results"]) == {"report_512"} and fb["speedup"]["report_512"] > 0
+    assert report["scaling"]["stats"]["size"] == small and report["scaling"]["stats"]["ratio"] > 0
+    budgets = report["budgets"]
+    assert {"stats", "sample_uniform_512", "memory_bytes_per_prompt", "stats:flat_vs_2048"} <= set(budgets)
+    assert budgets["report_512:speedup_vs_best_python"]["value"] is not None
+    assert budgets["sample_medium_512:speedup_vs_best_python"]["ok"] is None  # not run
+    assert not report["errors"]
+    table = format_table(report)
+    for name in names:
+        assert name in table
+    assert "stats:flat_vs_2048" not in table and "ratio" in table
+
+
+def test_cli_lists_the_registry(capsys):
+    assert bench_main(["--list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in reg.NAMES)
+    assert bench_main(["--ops", "nope"]) == 2
+    assert bench_main(["--impls", "heapa,nope"]) == 2

@@ -44,10 +44,10 @@ from . import (
     BaselinePool,
     CapacityError,
     adjust,
+    check_refresh_args,
     child_estimate,
     clamp_difficulty,
     from_score,
-    split_inbox_items,
     target_hard,
     to_score,
 )
@@ -98,6 +98,9 @@ class BestPythonPool(BaselinePool):
 
     def __len__(self) -> int:
         return len(self._cold) + self._n_hard + self._n_easy
+
+    def _in_flight_count(self) -> int:
+        return self._n_flight
 
     def _held(self) -> int:
         return len(self) + self._n_arch + self._n_flight
@@ -462,23 +465,10 @@ class BestPythonPool(BaselinePool):
         self._state[ids] = COLD
         self._insert_scored(ids)
 
-    # ----------------------------------------------------------------- inbox
-    def drain_inbox(self, max=None, step=None) -> np.ndarray:  # noqa: A002 - mirrors heapa's API
-        if self._n_flight >= self.capacity:  # nothing could be admitted
-            return np.empty(0, dtype=np.uint64)
-        items = self.inbox.take(max)
-        if not items:
-            return np.empty(0, dtype=np.uint64)
-        prompts, kwargs = split_inbox_items(items)
-        return self.add(prompts, **kwargs)
-
     # --------------------------------------------------------------- lineage
     def refresh(self, mode="path", temperature=1.0, blend=0.5, direction="reference", scope="archive") -> int:
         """Topology-aware re-estimation over the whole forest; returns #prompts updated."""
-        if mode not in ("path", "children"):
-            raise ValueError(f"mode must be 'path' or 'children', got {mode!r}")
-        if scope not in ("archive", "all"):
-            raise ValueError(f"scope must be 'archive' or 'all', got {scope!r}")
+        check_refresh_args(mode, scope)
         n = self._n
         state = self._state[:n]
         # evicted prompts leave the forest; their children become roots

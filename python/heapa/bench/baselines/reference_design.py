@@ -46,10 +46,10 @@ from . import (
     CapacityError,
     ReferenceCrash,
     adjust_scalar,
+    check_refresh_args,
     child_estimate,
     clamp_difficulty,
     from_score,
-    split_inbox_items,
     to_score,
 )
 
@@ -103,6 +103,9 @@ class ReferenceDesignPool(BaselinePool):
     # ----------------------------------------------------------------- sizes
     def __len__(self) -> int:
         return len(self._cold) + len(self._low) + len(self._active_high)
+
+    def _in_flight_count(self) -> int:
+        return len(self._in_flight)
 
     def _held(self) -> int:
         return len(self) + len(self._archive) + len(self._in_flight)
@@ -425,22 +428,9 @@ class ReferenceDesignPool(BaselinePool):
                 self._rebalance()
             self._count_ops(len(chunk))
 
-    # ----------------------------------------------------------------- inbox
-    def drain_inbox(self, max=None, step=None) -> np.ndarray:  # noqa: A002 - mirrors heapa's API
-        if len(self._in_flight) >= self.capacity:  # nothing could be admitted
-            return np.empty(0, dtype=np.uint64)
-        items = self.inbox.take(max)
-        if not items:
-            return np.empty(0, dtype=np.uint64)
-        prompts, kwargs = split_inbox_items(items)
-        return self.add(prompts, **kwargs)
-
     # --------------------------------------------------------------- lineage
     def refresh(self, mode="path", temperature=1.0, blend=0.5, direction="reference", scope="archive") -> int:
-        if mode not in ("path", "children"):
-            raise ValueError(f"mode must be 'path' or 'children', got {mode!r}")
-        if scope not in ("archive", "all"):
-            raise ValueError(f"scope must be 'archive' or 'all', got {scope!r}")
+        check_refresh_args(mode, scope)
         p2c = {p: set(cs) for p, cs in self._p2c.items()}  # the reference copies the maps
         index = dict(self._index)
         nodes = set(index)

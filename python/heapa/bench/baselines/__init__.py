@@ -72,6 +72,13 @@ def check_supported(boundary: str, eviction: str, reinsert: str) -> None:
         raise ValueError(f"bad reinsert {reinsert!r}")
 
 
+def check_refresh_args(mode: str, scope: str) -> None:
+    if mode not in ("path", "children"):
+        raise ValueError(f"mode must be 'path' or 'children', got {mode!r}")
+    if scope not in ("archive", "all"):
+        raise ValueError(f"scope must be 'archive' or 'all', got {scope!r}")
+
+
 def canonical_sampling(mode: str) -> str:
     mode = _SAMPLING_ALIASES.get(mode, mode)
     if mode not in SAMPLING_MODES:
@@ -210,6 +217,22 @@ class BaselinePool:
         self.temperature = float(temperature)
         self._rng = np.random.default_rng(seed)
         self.inbox = Inbox(inbox_capacity)
+
+    def _in_flight_count(self) -> int:
+        raise NotImplementedError
+
+    def add(self, prompts, answers=None, rewards=None, metadata=None, parents=None, difficulty=None) -> np.ndarray:
+        raise NotImplementedError
+
+    def drain_inbox(self, max=None, step=None) -> np.ndarray:  # noqa: A002 - mirrors heapa's API
+        """Admits up to ``max`` queued children through ``add``; returns their ids."""
+        if self._in_flight_count() >= self.capacity:  # nothing could be admitted
+            return np.empty(0, dtype=np.uint64)
+        items = self.inbox.take(max)
+        if not items:
+            return np.empty(0, dtype=np.uint64)
+        prompts, kwargs = split_inbox_items(items)
+        return self.add(prompts, **kwargs)
 
 
 def split_inbox_items(items: list[tuple]):
