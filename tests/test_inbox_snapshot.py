@@ -716,3 +716,184 @@ def test_version_1_snapshots_still_load():
     loaded = Pool.from_bytes(with_checksum(blob))
     assert loaded.fingerprint() == pool.fingerprint()
     assert loaded.config.revisit_fraction == 0.0
+
+
+# ---- the inbox owns its queue; faults found by fault injection -----------------------------------
+
+
+def _run_isolated(code: str) -> None:
+    """Runs ``code`` in a fresh interpreter: a process abort (the bug) fails the test
+    instead of killing the test run."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+
+
+def test_a_huge_inbox_capacity_allocates_lazily():
+    _run_isolated(
+        "from heapa import Pool, PoolConfig\n"
+        "p = Pool(PoolConfig(capacity=10, inbox_capacity=2**30))\n"
+        "assert p.inbox.capacity == 2**30 and p.inbox.push(['a', 'b']) == 2\n"
+        "q = Pool.from_bytes(p.to_bytes())\n"
+        "assert len(q.inbox) == 2 and q.prompts(q.drain_inbox()) == ['a', 'b']\n"
+    )
+
+
+def test_saving_does_not_change_what_the_inbox_holds_or_accepts(tmp_path):
+    saved, never = (Pool(PoolConfig(capacity=100, inbox_capacity=4)) for _ in range(2))
+    for pool in (saved, never):
+        assert pool.inbox.push(["a", "b", "c", "d"]) == 4
+    for i in range(5):
+        saved.save(tmp_path / "p")
+        saved.to_bytes()
+        pickle.dumps(saved)
+        assert len(saved.inbox) == saved.stats()["inbox_queued"] == 4
+        assert saved.inbox.push([f"x{i}"]) == never.inbox.push([f"x{i}"]) == 0
+    assert saved.prompts(saved.drain_inbox()) == never.prompts(never.drain_inbox()) == ["a", "b", "c", "d"]
+    assert len(Pool.load(tmp_path / "p").inbox) == 4
+
+
+def test_a_snapshot_cannot_queue_more_than_the_inbox_capacity():
+    pool = Pool(PoolConfig(capacity=10, inbox_capacity=2))
+    pool.inbox.push(["a", "b"])
+    secs = _sections(pool.to_bytes()[HEADER:-8])
+    conf = dict(secs)[b"CONF"]
+    # inbox_capacity sits after capacity..refresh scope: find it by value (2) from the end of CONF.
+    at = conf.rindex(struct.pack("<Q", 2))
+    forged = [(t, conf[:at] + struct.pack("<Q", 1) + conf[at + 8 :] if t == b"CONF" else b) for t, b in secs]
+    with pytest.raises(SnapshotError, match="inbox_capacity"):
+        Pool.from_bytes(_blob(forged))
+
+
+def _blob(secs: list[tuple[bytes, bytes]], version: int = 2) -> bytes:
+    body = b"".join(t + struct.pack("<Q", len(b)) + b for t, b in secs)
+    return with_checksum(b"HEAPASNP" + struct.pack("<IIQ", version, 0, len(body)) + body)
+
+
+def _forge(pool: Pool, tag: bytes, edit) -> bytes:
+    secs = _sections(pool.to_bytes()[HEADER:-8])
+    return _blob([(t, bytes(edit(bytearray(b))) if t == tag else b) for t, b in secs])
+
+
+def _slot_columns(n: int) -> dict[str, tuple[int, int]]:
+    """Byte (offset, width) of each SLOT column, after the u64 slot count."""
+    widths = [("gen", 4), ("seq", 8), ("state", 1), ("flags", 1), ("score", 4), ("visits", 4)]
+    widths += [("rollouts", 4), ("correct", 4), ("last_step", 4), ("parent", 8), ("difficulty", 4)]
+    out, pos = {}, 8
+    for name, w in widths:
+        out[name] = (pos, w)
+        pos += n * w
+    return out
+
+
+def _family() -> tuple[Pool, np.ndarray]:
+    pool = Pool(PoolConfig(capacity=10))
+    roots = pool.add(["r0", "r1", "r2"], rewards=[0.2, 0.5, 0.8])
+    kids = pool.add(["k0", "k1"], parents=roots[:2])
+    return pool, np.concatenate([roots, kids])
+
+
+def test_forged_snapshots_that_no_engine_could_write_are_rejected():
+    pool, ids = _family()
+    n = len(ids)
+    col = _slot_columns(n)
+    pytest.importorskip("xxhash")
+    assert Pool.from_bytes(_forge(pool, b"SLOT", lambda b: b)).fingerprint() == pool.fingerprint()
+
+    def own_parent(b):
+        off, w = col["parent"]
+        b[off + 3 * w : off + 4 * w] = struct.pack("<Q", int(ids[3]))
+        return b
+
+    def younger_parent(b):
+        off, w = col["parent"]
+        b[off + 3 * w : off + 4 * w] = struct.pack("<Q", int(ids[4]))
+        return b
+
+    def counters_max(b):
+        b[0:8] = struct.pack("<Q", 2**64 - 1)  # added
+        return b
+
+    def zero_rng(b):
+        b[-32:] = bytes(32)
+        return b
+
+    cases = {
+        "own parent": (b"SLOT", own_parent),
+        "younger parent": (b"SLOT", younger_parent),
+        "reversed log": (b"LOG_", lambda b: b"".join(reversed([b[i : i + 8] for i in range(0, len(b), 8)]))),
+        "duplicated log": (b"LOG_", lambda b: b + b[-8:]),
+        "counters at u64::MAX": (b"STAT", counters_max),
+        "all-zero RNG": (b"STAT", zero_rng),
+    }
+    for what, (tag, edit) in cases.items():
+        with pytest.raises(SnapshotError):
+            Pool.from_bytes(_forge(pool, tag, edit))
+            pytest.fail(f"{what}: loaded")
+
+
+def test_an_absolute_boundary_split_is_checked_on_load():
+    pool = Pool(PoolConfig(capacity=10, boundary="absolute", target=0.5))
+    pool.add(["a", "b"], rewards=[0.1, 0.9])
+    hard, easy = pool.ids("hard")[0], pool.ids("easy")[0]
+    col = _slot_columns(2)
+
+    def both_hard(b):  # sides do not overlap, but 0.9 is above the target
+        off, _ = col["state"]
+        b[off + int(easy)] = b[off + int(hard)]
+        return b
+
+    with pytest.raises(SnapshotError, match="absolute"):
+        Pool.from_bytes(_forge(pool, b"SLOT", both_hard))
+
+
+def test_a_killed_save_leaves_no_temporary_file_behind(tmp_path):
+    """A save killed mid-write leaves ``.NAME.tmp-PID-N``; the next save of the same
+    path removes it (the dead writer's and this process's stale ones), never a live
+    writer's, and keeps the replaced snapshot's file mode."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "pool.snap"
+    pool = busy_pool()
+    pool.save(path)
+    os.chmod(path, 0o640)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = [tmp_path / f".pool.snap.tmp-{dead_pid}-0", tmp_path / f".pool.snap.tmp-{os.getpid()}-999999"]
+    live = tmp_path / f".pool.snap.tmp-{os.getppid()}-0"  # a running process's save in progress
+    other = tmp_path / ".other.snap.tmp-1-0"
+    for f in [*stale, live, other]:
+        f.write_bytes(b"partial")
+    pool.save(path)
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name, "pool.snap"])
+    assert (os.stat(path).st_mode & 0o777) == 0o640
+    assert Pool.load(path).fingerprint() == pool.fingerprint()
+
+
+def test_saves_killed_at_random_moments_leave_loadable_files_and_no_temporaries(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "pool.snap"
+    code = (
+        "import sys; from heapa import Pool, PoolConfig\n"
+        "p = Pool(PoolConfig(capacity=300_000)); p.add([str(i) * 20 for i in range(300_000)])\n"
+        "print('ready', flush=True)\n"
+        "while True: p.save(sys.argv[1])\n"
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(float(rng.uniform(0.05, 0.6)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    if path.exists():
+        Pool.load(path)  # whole or absent, never torn
+    Pool(PoolConfig(capacity=3)).save(path)
+    assert os.listdir(tmp_path) == ["pool.snap"]

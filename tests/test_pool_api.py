@@ -1011,3 +1011,99 @@ def test_mixed_python_int_and_numpy_id_list():
     assert pool.stats()["reported"] == 2
     with pytest.raises(UnknownPromptError, match="12345"):
         pool.records([ids[0], 12345])
+
+
+# ---- inputs that must stay inside the error hierarchy (fault-injection findings) ----------------
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda p: p.add(["ok", "bad\ud800"]), r"prompts\[1\].*UTF-8"),
+        (lambda p: p.add(["ok"], answers=["\udfff"]), r"answers\[0\].*UTF-8"),
+        (lambda p: p.inbox.push(["ok", "x\ud800"]), r"prompts\[1\].*UTF-8"),
+        (lambda p: p.add(["ok", 3]), r"prompts\[1\].*str.*int"),
+        (lambda p: p.add(["ok"], answers="a"), r"answers.*sequence"),
+        (lambda p: p.ids(1), r"state.*str.*int"),
+        (lambda p: p.refresh(mode=None), r"mode.*str.*NoneType"),
+        (lambda p: p.refresh(temperature=None), r"temperature.*number.*NoneType"),
+        (lambda p: p.refresh(temperature="1"), r"temperature.*number.*str"),
+        (lambda p: p.refresh(blend=True), r"blend.*number.*bool"),
+    ],
+)
+def test_bad_inputs_raise_invalid_input_naming_the_argument(call, match):
+    pool = Pool(PoolConfig(capacity=10))
+    pool.add(["seed"])
+    fp = pool.fingerprint()
+    with pytest.raises(InvalidInputError, match=match):
+        call(pool)
+    assert pool.fingerprint() == fp and len(pool.inbox) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"reward_range": ("a", "b")}, r"reward_range\[0\].*number.*str"),
+        ({"reward_range": (0.0,)}, r"reward_range.*pair"),
+        ({"sampling": None}, r"sampling.*None"),
+        ({"capacity": None}, r"capacity.*None"),
+        ({"capacity": 1.5}, r"capacity.*integer"),
+        ({"low_fraction": "0.5"}, r"low_fraction.*number.*str"),
+        ({"drop_solved": 1}, r"drop_solved.*bool"),
+        ({"refresh_temperature": None}, r"refresh_temperature.*None"),
+    ],
+)
+def test_config_values_of_the_wrong_type(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        PoolConfig(**kwargs)
+
+
+def test_unknown_config_fields_are_an_error():
+    with pytest.raises(InvalidInputError, match="capcity"):
+        Pool(PoolConfig(capacity=100), capcity=3)
+    with pytest.raises(InvalidInputError, match="capcity"):
+        Pool(capcity=3)
+    with pytest.raises(InvalidInputError, match="bogus"):
+        PoolConfig.from_dict({"capacity": 3, "bogus": 1})
+
+
+def test_python_config_fields_equal_the_engines():
+    from dataclasses import fields
+
+    from heapa._heapa import CONFIG_FIELDS
+
+    assert [f.name for f in fields(PoolConfig)] == list(CONFIG_FIELDS)
+    assert list(Pool(PoolConfig(capacity=3))._core.config()) == list(CONFIG_FIELDS)
+
+
+def test_report_copies_its_inputs_before_releasing_the_gil():
+    """A caller thread writing the rewards array while ``report`` runs must not get
+    a value stored that validation never saw (the engine once read the array twice,
+    around releasing the GIL: a NaN slipped in and the next snapshot did not load)."""
+    import threading
+
+    pool = Pool(PoolConfig(capacity=200_000, sampling="uniform"))
+    pool.add([str(i) for i in range(200_000)])
+    stop = threading.Event()
+    rewards = np.full(100_000, 0.5)
+
+    def scribble():
+        while not stop.is_set():
+            rewards[:] = np.nan
+            rewards[:] = 0.5
+
+    t = threading.Thread(target=scribble)
+    t.start()
+    try:
+        for _ in range(20):
+            ids = pool.sample(100_000)
+            try:
+                pool.report(ids, rewards)
+            except InvalidInputError:
+                pool.release(ids)
+    finally:
+        stop.set()
+        t.join()
+    scores = pool.records(np.concatenate([pool.ids(s) for s in ("hard", "easy", "archived")]))["score"]
+    assert not np.isnan(scores).any()
+    Pool.from_bytes(pool.to_bytes())  # loads: nothing unchecked was stored

@@ -84,27 +84,19 @@ def count(k: Any, name: str, *, clamp: bool = False) -> int:
     return v
 
 
-def texts(x: Any, name: str) -> list[str]:
+def length(x: Any, name: str) -> int:
+    """Length of a text column (a sequence of str; elements are checked by the engine)."""
     if isinstance(x, (str, bytes)) or not isinstance(x, (Sequence, np.ndarray)):
         raise InvalidInputError(f"{name}: expected a sequence of str, got {type(x).__name__}")
-    out = x if isinstance(x, list) else list(x)
-    return out
-
-
-def bad_text_index(xs: list[Any], optional: bool) -> str:
-    """Explains which element of a text column is not a str (slow path, errors only)."""
-    for i, v in enumerate(xs):
-        if not (isinstance(v, str) or (optional and v is None)):
-            want = "str or None" if optional else "str"
-            return f"[{i}]: expected {want}, got {type(v).__name__}"
-    return ": expected str elements"
+    return len(x)
 
 
 def metadata(x: Any, n: int) -> list[bytes | None] | None:
     """Encodes per-prompt metadata as JSON bytes."""
     if x is None:
         return None
-    xs = texts(x, "metadata") if not isinstance(x, list) else x
+    length(x, "metadata")
+    xs = list(x)
     if len(xs) != n:
         raise InvalidInputError(f"metadata: expected length {n} (one per prompt), got {len(xs)}")
     out: list[bytes | None] = []

@@ -1,11 +1,13 @@
 """Type stubs of the compiled engine module (private; use heapa.Pool)."""
 
+from collections.abc import Sequence
 from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 
 NO_PARENT: int
+CONFIG_FIELDS: list[str]
 SNAPSHOT_VERSION: int
 __version__: str
 
@@ -17,10 +19,10 @@ class PoolCore:
     def config(self) -> dict[str, Any]: ...
     def add(
         self,
-        texts: list[str],
-        answers: list[str | None] | None = None,
-        metadata: list[bytes | None] | None = None,
+        prompts: Sequence[str],
+        answers: Sequence[str | None] | None = None,
         rewards: npt.NDArray[np.float64] | None = None,
+        metadata: list[bytes | None] | None = None,
         parents: npt.NDArray[np.uint64] | None = None,
         difficulty: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.uint64]: ...
@@ -40,22 +42,15 @@ class PoolCore:
     def records(self, ids: npt.NDArray[np.uint64]) -> dict[str, np.ndarray]: ...
     def stats(self) -> dict[str, Any]: ...
     def ids(self, state: str) -> npt.NDArray[np.uint64]: ...
-    def refresh(
-        self,
-        mode: str = "path",
-        temperature: float = 1.0,
-        blend: float = 0.5,
-        direction: str = "reference",
-        scope: str = "archive",
-    ) -> int: ...
+    def refresh(self, mode: str, temperature: float, blend: float, direction: str, scope: str) -> int: ...
     def lineage(self, ids: npt.NDArray[np.uint64]) -> dict[str, np.ndarray]: ...
     def inbox_push(
         self,
-        texts: list[str],
-        answers: list[str | None] | None = None,
+        prompts: Sequence[str],
+        answers: Sequence[str | None] | None = None,
+        metadata: list[bytes | None] | None = None,
         parents: npt.NDArray[np.uint64] | None = None,
         difficulty: npt.NDArray[np.float64] | None = None,
-        metadata: list[bytes | None] | None = None,
     ) -> int: ...
     def inbox_len(self) -> int: ...
     def inbox_capacity(self) -> int: ...

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from . import _arrays as A
-from ._heapa import NO_PARENT, PoolCore, validate_config
+from ._heapa import CONFIG_FIELDS, NO_PARENT, PoolCore, validate_config
 from .exceptions import InvalidInputError, SnapshotError
 
 #: Names of the partitions, indexed by the engine's state codes.
@@ -66,23 +66,19 @@ class PoolConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        rr = self.reward_range
-        if not (isinstance(rr, (tuple, list)) and len(rr) == 2):
-            raise InvalidInputError(f"reward_range: expected a pair (lo, hi), got {rr!r}")
-        object.__setattr__(self, "reward_range", (float(rr[0]), float(rr[1])))
-        for name in ("capacity", "inbox_capacity", "delay_steps", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-                raise InvalidInputError(f"{name}: expected a non-negative integer, got {v!r}")
-        validate_config(self.to_dict())
+        validate_config(self.to_dict())  # every field's type and range, in the engine
+        object.__setattr__(self, "reward_range", tuple(float(x) for x in self.reward_range))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PoolConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if k == "reward_range" else v) for k, v in d.items() if k in names})
+        """The config with these fields (unknown names are an error)."""
+        unknown = sorted(set(d) - set(CONFIG_FIELDS))
+        if unknown:
+            raise InvalidInputError(f"unknown config field(s) {unknown}: expected names from {list(CONFIG_FIELDS)}")
+        return cls(**{k: (tuple(v) if k == "reward_range" else v) for k, v in d.items()})
 
 
 class Inbox:
@@ -99,20 +95,19 @@ class Inbox:
         self,
         prompts: Any,
         answers: Any = None,
+        metadata: Any = None,
         parents: Any = None,
         difficulty: Any = None,
-        metadata: Any = None,
     ) -> int:
-        """Enqueues items in order until full; returns how many were accepted."""
-        texts = A.texts(prompts, "prompts")
-        n = len(texts)
-        ans = None if answers is None else A.texts(answers, "answers")
+        """Enqueues items in order until full; returns how many were accepted.
+
+        Arguments are those of :meth:`Pool.add` (no rewards: children enter
+        with HeaPA's estimate from their parent), checked the same way.
+        """
+        n = A.length(prompts, "prompts")
         par = None if parents is None else A.ids(parents, "parents")
         dif = None if difficulty is None else A.floats(difficulty, "difficulty", n)
-        try:
-            return self._core.inbox_push(texts, ans, par, dif, A.metadata(metadata, n))
-        except TypeError:
-            raise _text_error(texts, ans) from None
+        return self._core.inbox_push(prompts, answers, A.metadata(metadata, n), par, dif)
 
     def __len__(self) -> int:
         return self._core.inbox_len()
@@ -120,13 +115,6 @@ class Inbox:
     @property
     def capacity(self) -> int:
         return self._core.inbox_capacity()
-
-
-def _text_error(texts: list[Any], answers: list[Any] | None) -> InvalidInputError:
-    bad = A.bad_text_index(texts, optional=False)
-    if bad != ": expected str elements" or answers is None:
-        return InvalidInputError("prompts" + bad)
-    return InvalidInputError("answers" + A.bad_text_index(answers, optional=True))
 
 
 class Pool:
@@ -141,10 +129,9 @@ class Pool:
     NO_PARENT: int = NO_PARENT
 
     def __init__(self, config: PoolConfig | None = None, **overrides: Any) -> None:
-        if config is None:
-            config = PoolConfig(**overrides)
-        elif overrides:
-            config = PoolConfig.from_dict({**config.to_dict(), **overrides})
+        if config is None or overrides:
+            base = PoolConfig().to_dict() if config is None else config.to_dict()
+            config = PoolConfig.from_dict({**base, **overrides})
         self._init(PoolCore(config.to_dict()), config)
 
     def _init(self, core: PoolCore, config: PoolConfig) -> None:
@@ -176,17 +163,11 @@ class Pool:
         HeaPA's estimate from the parent's score and ``difficulty`` (the
         policy's self-reported ratio, clamped to [0.75, 1.33]).
         """
-        texts = A.texts(prompts, "prompts")
-        n = len(texts)
-        ans = None if answers is None else A.texts(answers, "answers")
+        n = A.length(prompts, "prompts")
         rew = None if rewards is None else A.floats(rewards, "rewards", n)
         par = None if parents is None else A.ids(parents, "parents")
         dif = None if difficulty is None else A.floats(difficulty, "difficulty", n)
-        meta = A.metadata(metadata, n)
-        try:
-            return self._core.add(texts, ans, meta, rew, par, dif)
-        except TypeError:
-            raise _text_error(texts, ans) from None
+        return self._core.add(prompts, answers, rew, A.metadata(metadata, n), par, dif)
 
     def sample(self, k: int) -> np.ndarray:
         """Draws up to ``k`` prompt ids (cold first, then by ``sampling``).
@@ -227,7 +208,7 @@ class Pool:
     ) -> int:
         """Topology-aware re-estimation over the lineage forest (PathAgg /
         ChildAgg). Returns how many prompts received a new value."""
-        return self._core.refresh(mode, float(temperature), float(blend), direction, scope)
+        return self._core.refresh(mode, temperature, blend, direction, scope)
 
     def drain_inbox(self, max: int | None = None, step: int | None = None) -> np.ndarray:  # noqa: A002
         """Moves queued inbox items into the pool; returns the ids added."""

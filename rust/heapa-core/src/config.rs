@@ -254,6 +254,18 @@ impl Config {
     }
 }
 
+/// Checks `difficulty[i]`, a self-reported difficulty ratio: finite and > 0
+/// (it is clamped to HeaPA's range on admission).
+pub fn check_difficulty(i: usize, d: f64) -> Result<()> {
+    if d.is_finite() && d > 0.0 {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "difficulty[{i}] = {d}: expected a finite value > 0"
+        )))
+    }
+}
+
 /// Clamps a self-reported difficulty ratio to HeaPA's range.
 pub fn clamp_difficulty(d: f64) -> f64 {
     d.clamp(DIFFICULTY_MIN, DIFFICULTY_MAX)

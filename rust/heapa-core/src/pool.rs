@@ -22,7 +22,9 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use crate::config::{clamp_difficulty, Boundary, Config, Eviction, Reinsert, Sampling, Stat};
+use crate::config::{
+    check_difficulty, clamp_difficulty, Boundary, Config, Eviction, Reinsert, Sampling, Stat,
+};
 use crate::error::{invalid, CoreError, Result};
 use crate::fenwick::Fenwick;
 use crate::inbox::{Inbox, InboxItem};
@@ -318,9 +320,6 @@ pub struct Pool {
     pub(crate) cooling: BTreeSet<(u64, u64, u32)>,
     /// Drained inbox items waiting out `delay_steps`: (ready step, item).
     pub(crate) pending: VecDeque<(u64, InboxItem)>,
-    /// Inbox items taken out of the lock-free queue by a snapshot, drained
-    /// before the queue so their order is kept.
-    pub(crate) spill: VecDeque<InboxItem>,
     pub(crate) inbox: Arc<Inbox>,
 }
 
@@ -354,7 +353,6 @@ impl Pool {
             step: 0,
             cooling: BTreeSet::new(),
             pending: VecDeque::new(),
-            spill: VecDeque::new(),
         })
     }
 
@@ -651,11 +649,7 @@ impl Pool {
                 }
             }
             if let Some(d) = it.difficulty {
-                if !d.is_finite() || d <= 0.0 {
-                    return Err(invalid(format!(
-                        "difficulty[{i}] = {d}: expected a finite value > 0"
-                    )));
-                }
+                check_difficulty(i, d)?;
             }
             if let Some(p) = it.parent {
                 if self.slot_of(p).is_none() {
@@ -1077,7 +1071,7 @@ impl Pool {
         let inbox = Arc::clone(&self.inbox);
         let mut taken = 0usize;
         while taken < limit {
-            match self.spill.pop_front().or_else(|| inbox.pop()) {
+            match inbox.pop() {
                 Some(item) => {
                     self.pending.push_back((ready_at, item));
                     taken += 1;
@@ -1227,7 +1221,7 @@ impl Pool {
             held: self.held(),
             capacity: self.cfg.capacity,
             boundary: self.boundary(),
-            inbox_queued: (self.inbox.len() + self.spill.len()) as u64,
+            inbox_queued: self.inbox.len() as u64,
             inbox_pushed: self.inbox.pushed(),
             inbox_rejected: self.inbox.rejected(),
             delayed: self.pending.len() as u64,

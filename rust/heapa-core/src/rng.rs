@@ -27,8 +27,10 @@ impl Rng {
         Rng { s }
     }
 
-    pub fn from_state(s: [u64; 4]) -> Self {
-        Rng { s }
+    /// The generator with this state; `None` for the all-zero state, which
+    /// xoshiro can never reach (nor leave).
+    pub fn from_state(s: [u64; 4]) -> Option<Self> {
+        (s != [0; 4]).then_some(Rng { s })
     }
 
     pub fn state(&self) -> [u64; 4] {
@@ -88,8 +90,9 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(a.next_u64(), b.next_u64());
         }
-        let mut c = Rng::from_state(a.state());
+        let mut c = Rng::from_state(a.state()).expect("a reachable state");
         assert_eq!(a.next_u64(), c.next_u64());
+        assert!(Rng::from_state([0; 4]).is_none());
     }
 
     #[test]

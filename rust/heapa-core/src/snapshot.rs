@@ -40,13 +40,15 @@ use std::path::Path;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::config::{
-    Boundary, Config, Direction, Eviction, RefreshMode, RefreshParams, Reinsert, Sampling, Scope,
-    Stat,
+    check_difficulty, Boundary, Config, Direction, Eviction, RefreshMode, RefreshParams, Reinsert,
+    Sampling, Scope, Stat,
 };
 use crate::error::{CoreError, Result};
 use crate::inbox::InboxItem;
 use crate::payload;
-use crate::pool::{Counters, Pool, Slots, State, ESTIMATED, HAS_SCORE};
+use crate::pool::{
+    key_score, Counters, Pool, Slots, State, ESTIMATED, HAS_SCORE, NO_PARENT, NO_STEP,
+};
 use crate::rng::Rng;
 
 pub const MAGIC: &[u8; 8] = b"HEAPASNP";
@@ -196,19 +198,17 @@ impl Pool {
         out[at..at + 8].copy_from_slice(&len.to_le_bytes());
     }
 
-    /// Serialises the whole pool. Queued inbox items are moved into the
-    /// pool's own spill queue first (same order, nothing lost) so that they
-    /// can be written while producers keep pushing.
-    pub fn to_bytes(&mut self) -> Vec<u8> {
-        while let Some(it) = self.inbox.pop() {
-            self.spill.push_back(it);
-        }
+    /// Serialises the whole pool, with the inbox's queued items (producers
+    /// may keep pushing meanwhile; what they push after the read is not in
+    /// this snapshot and stays queued).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let counts = (self.inbox.pushed(), self.inbox.rejected());
+        let queued = self.inbox.queued();
         // Header, body and checksum in one buffer (no second copy of a
         // snapshot that can be hundreds of MB); the header is filled in last.
         let cap = HEADER + 64 + self.slots.len() * 64 + self.payload_bytes() as usize + 8;
         let mut body = Vec::with_capacity(cap);
         body.resize(HEADER, 0);
-        let counts = (self.inbox.pushed(), self.inbox.rejected());
         Self::section(&mut body, SECTIONS[0], |w| put_config(w, &self.cfg));
         Self::section(&mut body, SECTIONS[1], |w| self.put_state(w, counts));
         Self::section(&mut body, SECTIONS[2], |w| self.put_slots(w));
@@ -227,8 +227,8 @@ impl Pool {
             }
         });
         Self::section(&mut body, SECTIONS[7], |w| {
-            w.u64(self.spill.len() as u64);
-            for it in &self.spill {
+            w.u64(queued.len() as u64);
+            for it in &queued {
                 put_item(w, it);
             }
         });
@@ -245,8 +245,10 @@ impl Pool {
 
     /// Writes a snapshot atomically: temporary file in the same directory,
     /// fsync, rename over `path`, fsync the directory. A crash leaves either
-    /// the old file or the new one, never a torn one.
-    pub fn save(&mut self, path: &Path) -> Result<()> {
+    /// the old file or the new one, never a torn one; the temporary files a
+    /// killed save leaves behind are removed by the next save of the same
+    /// path. The replaced snapshot's permissions are kept.
+    pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes();
         let io = |e: std::io::Error, what: &str| {
             CoreError::Io(format!("{what} {}: {e}", path.display()))
@@ -257,29 +259,22 @@ impl Pool {
             .unwrap_or(Path::new("."));
         let name = path
             .file_name()
-            .ok_or_else(|| CoreError::Io(format!("not a file path: {}", path.display())))?;
-        // Unique per process and call, so concurrent saves never share a temp file.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}-{n}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+            .ok_or_else(|| CoreError::Io(format!("not a file path: {}", path.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let temp = TempFile::new(dir, &name);
+        remove_stale_temps(dir, &name);
         let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
+            let mut f = File::create(&temp.path)?;
             f.write_all(&bytes)?;
+            if let Ok(old) = fs::metadata(path) {
+                f.set_permissions(old.permissions())?;
+            }
             f.sync_all()?;
             Ok(())
         };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(e, "cannot write snapshot"));
-        }
-        if let Err(e) = fs::rename(&tmp, path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(e, "cannot move snapshot into place at"));
-        }
+        write().map_err(|e| io(e, "cannot write snapshot"))?;
+        fs::rename(&temp.path, path).map_err(|e| io(e, "cannot move snapshot into place at"))?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
@@ -366,6 +361,71 @@ impl Pool {
     }
 }
 
+/// Saves in progress in this process (their temporary files are not stale).
+static SAVING: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+/// A save's temporary file, `.NAME.tmp-PID-N`: unique per process and call,
+/// so concurrent saves never share one. Removed on drop unless renamed.
+struct TempFile {
+    path: std::path::PathBuf,
+    n: u64,
+}
+
+impl TempFile {
+    fn new(dir: &Path, name: &str) -> TempFile {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        saving().push(n);
+        let path = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        TempFile { path, n }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path); // gone already after a rename
+        saving().retain(|&x| x != self.n);
+    }
+}
+
+fn saving() -> std::sync::MutexGuard<'static, Vec<u64>> {
+    SAVING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the temporary files of earlier saves of `name` in `dir` that no
+/// writer owns any more: this process's that no save in progress is writing,
+/// and those of processes that have exited (known where `/proc` exists;
+/// elsewhere other processes' files are left alone).
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let me = std::process::id();
+    let proc = Path::new("/proc");
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some((pid, n)) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(p, n)| Some((p.parse::<u32>().ok()?, n.parse::<u64>().ok()?)))
+        else {
+            continue;
+        };
+        let stale = if pid == me {
+            !saving().contains(&n)
+        } else {
+            proc.join("self").exists() && !proc.join(pid.to_string()).exists()
+        };
+        if stale {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+// ---- reading ------------------------------------------------------------------
+
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -434,6 +494,14 @@ impl<'a> Reader<'a> {
         }
         let parent = self.u64()?;
         let d = self.f64()?;
+        if !d.is_nan() {
+            check_difficulty(0, d).map_err(|_| {
+                corrupt(format!(
+                    "snapshot section {} holds an inbox item with difficulty {d}",
+                    self.what
+                ))
+            })?;
+        }
         Ok(InboxItem {
             payload,
             parent: (parent != u64::MAX).then_some(parent),
@@ -551,8 +619,9 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
     };
     let in_flight = v[12];
     (pool.next_seq, pool.step, pool.grave_gen) = (v[11], v[13], v[14]);
-    pool.inbox.restore_counters(v[15], v[16]);
-    pool.rng = Rng::from_state(rng);
+    let inbox_counts = (v[15], v[16]);
+    pool.rng = Rng::from_state(rng)
+        .ok_or_else(|| corrupt("snapshot RNG state is all zero, which no pool can reach"))?;
 
     let mut r = Reader {
         buf: sec[2],
@@ -636,9 +705,15 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         what: "INBX",
     };
     let k = r.u64()?;
-    let mut spill = VecDeque::new();
+    if k > pool.cfg.inbox_capacity {
+        return Err(corrupt(format!(
+            "snapshot holds {k} queued inbox items, more than its inbox_capacity {}",
+            pool.cfg.inbox_capacity
+        )));
+    }
+    let mut queued = VecDeque::new();
     for _ in 0..k {
-        spill.push_back(r.item()?);
+        queued.push_back(r.item()?);
     }
     r.done()?;
     let mut cooling = BTreeSet::new();
@@ -762,11 +837,15 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
             "hard/easy split does not match the configured boundary",
         ));
     }
-    if log
-        .iter()
-        .any(|&id| id % pool.modulus >= n as u64 && id % pool.modulus != pool.cfg.capacity)
-    {
-        return Err(corrupt("insertion log refers to slots that do not exist"));
+    if pool.cfg.boundary == Boundary::Absolute {
+        let t = pool.target_score();
+        let hard_ok = pool.hard.last().is_none_or(|&k| key_score(k) < t);
+        let easy_ok = pool.easy.first().is_none_or(|&k| key_score(k) >= t);
+        if !(hard_ok && easy_ok) {
+            return Err(corrupt(
+                "hard/easy split does not match the absolute boundary (target)",
+            ));
+        }
     }
     // Every archived prompt of a revisit-interval pool is cooling, once.
     let mut cooled = vec![false; n];
@@ -792,7 +871,111 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
     }
     pool.cooling = cooling;
     pool.log = log;
+    check_history(&pool)?;
     pool.pending = pending;
-    pool.spill = spill;
+    pool.inbox.restore(queued, inbox_counts.0, inbox_counts.1);
     Ok(pool)
+}
+
+/// Checks what only the engine's history can produce, in one pass over the
+/// insertion log and the columns: every id was issued once and in order,
+/// parents are older than their children, sequence numbers and steps are in
+/// the past, and the counters add up. A checksum guards against accidents;
+/// this guards against files written by something else.
+fn check_history(pool: &Pool) -> Result<()> {
+    let n = pool.slots.len();
+    let m = pool.modulus;
+    let gen = |id: u64| id / m;
+    // Log position of each held slot's current id.
+    let mut pos = vec![usize::MAX; n];
+    let mut last_gen = vec![u64::MAX; n];
+    // Fresh slots are allocated in ascending order, so generation-0 entries ascend.
+    let mut next_fresh = 0u64;
+    for (i, &id) in pool.log.iter().enumerate() {
+        let slot = id % m;
+        if slot >= n as u64 {
+            return Err(corrupt(format!(
+                "insertion log entry {i} (id {id}) refers to slot {slot}, which does not exist"
+            )));
+        }
+        let s = slot as usize;
+        let g = gen(id);
+        let after_last = last_gen[s] == u64::MAX || g > last_gen[s];
+        if !after_last || g > u64::from(pool.slots.gen[s]) {
+            return Err(corrupt(format!(
+                "insertion log entry {i} (id {id}) repeats, reorders or anticipates the ids of slot {s}"
+            )));
+        }
+        if g == 0 {
+            if slot < next_fresh {
+                return Err(corrupt(format!(
+                    "insertion log is out of order at entry {i} (id {id})"
+                )));
+            }
+            next_fresh = slot + 1;
+        }
+        last_gen[s] = g;
+        if pool.slot_of(id).is_some() {
+            pos[s] = i;
+        }
+    }
+    let held = pool.held();
+    for s in 0..n {
+        if pool.slots.state[s] == State::Free as u8 {
+            continue;
+        }
+        let id = pool.id_of(s as u32);
+        if pos[s] == usize::MAX {
+            return Err(corrupt(format!(
+                "prompt {id} (slot {s}) is missing from the insertion log"
+            )));
+        }
+        if pool.slots.seq[s] >= pool.next_seq {
+            return Err(corrupt(format!(
+                "prompt {id} has sequence number {} at or after the pool's next ({})",
+                pool.slots.seq[s], pool.next_seq
+            )));
+        }
+        let ls = pool.slots.last_step[s];
+        if ls != NO_STEP && u64::from(ls) > pool.step {
+            return Err(corrupt(format!(
+                "prompt {id} was last trained at step {ls}, after the pool's step {}",
+                pool.step
+            )));
+        }
+        let p = pool.slots.parent[s];
+        if p == NO_PARENT {
+            continue;
+        }
+        let ps = p % m;
+        let older = match pool.slot_of(p) {
+            Some(q) => pos[q as usize] < pos[s],
+            // A parent evicted since: its slot exists and has moved on.
+            None => ps < n as u64 && gen(p) < u64::from(pool.slots.gen[ps as usize]),
+        };
+        if p == id || !older {
+            return Err(corrupt(format!(
+                "prompt {id} has parent {p}, which is not an older prompt"
+            )));
+        }
+    }
+    let c = &pool.counters;
+    let in_pool = held
+        .checked_add(c.evicted)
+        .and_then(|x| x.checked_add(c.dropped));
+    let drawn = c
+        .reported
+        .checked_add(c.released)
+        .and_then(|x| x.checked_add(pool.in_flight));
+    let bounded = [c.estimated, c.orphaned, c.drained]
+        .iter()
+        .all(|&x| x <= c.added)
+        && pool.grave_gen <= c.evicted;
+    if in_pool != Some(c.added) || drawn != Some(c.sampled) || !bounded {
+        return Err(corrupt(format!(
+            "snapshot counters do not add up (added {}, held {held}, evicted {}, dropped {}; sampled {}, reported {}, released {}, in flight {})",
+            c.added, c.evicted, c.dropped, c.sampled, c.reported, c.released, pool.in_flight
+        )));
+    }
+    Ok(())
 }

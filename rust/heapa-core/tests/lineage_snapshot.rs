@@ -136,7 +136,7 @@ fn damaged_snapshots_are_rejected_cleanly() {
     future[8..12].copy_from_slice(&99u32.to_le_bytes());
     let e = Pool::from_bytes(&future).err().unwrap().to_string();
     assert!(e.contains("newer"), "{e}");
-    let mut copy = Pool::from_bytes(&good).unwrap();
+    let copy = Pool::from_bytes(&good).unwrap();
     assert_eq!(copy.ids_in(State::InFlight), p.ids_in(State::InFlight));
     assert_eq!(copy.to_bytes(), good);
 }

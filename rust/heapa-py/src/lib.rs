@@ -4,104 +4,130 @@
 //! maps errors (see `errors.rs`) and releases the GIL around O(n) work. The
 //! friendly API (`heapa.Pool`) is Python on top of `PoolCore`.
 
+mod convert;
 mod errors;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use heapa_core::config::{clamp_difficulty, RefreshParams};
+use heapa_core::config::RefreshParams;
 use heapa_core::{
-    payload, Boundary, Config, Direction, Eviction, Inbox, InboxItem, NewPrompt, Pool, RefreshMode,
-    Reinsert, Sampling, Scope, Stat, State,
+    payload, Boundary, Config, Direction, Eviction, Inbox, NewPrompt, Pool, RefreshMode, Reinsert,
+    Sampling, Scope, Stat, State,
 };
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use convert::{check_len, column, opt_column};
 use errors::{invalid, IntoPyResult};
 
 type Ids<'py> = PyReadonlyArray1<'py, u64>;
 
-fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, name: &str) -> PyResult<&'a [T]> {
-    a.as_slice()
-        .map_err(|_| invalid(format!("{name}: expected a contiguous 1-D array")))
-}
-
-fn check_len(name: &str, got: usize, n: usize) -> PyResult<()> {
-    if got != n {
-        return Err(invalid(format!(
-            "{name}: expected length {n} (one per prompt), got {got}"
-        )));
-    }
-    Ok(())
-}
-
-fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, k: &str, default: T) -> PyResult<T> {
+/// A config value, if given: `None` is only accepted where it means "off".
+fn field<'py>(d: &Bound<'py, PyDict>, k: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
     match d.get_item(k)? {
-        Some(v) if !v.is_none() => v.extract::<T>().map_err(|e| {
-            let e: PyErr = e.into();
-            invalid(format!("{k}: {e}"))
-        }),
-        _ => Ok(default),
+        Some(v) if v.is_none() => Err(invalid(format!("{k}: expected a value, got None"))),
+        v => Ok(v),
     }
 }
 
-fn parse_refresh(d: &Bound<'_, PyDict>) -> PyResult<RefreshParams> {
-    let def = RefreshParams::default();
-    Ok(RefreshParams {
-        mode: RefreshMode::parse(&get(d, "mode", def.mode.name().to_string())?).py_err()?,
-        temperature: get(d, "temperature", def.temperature)?,
-        blend: get(d, "blend", def.blend)?,
-        direction: Direction::parse(&get(d, "direction", def.direction.name().to_string())?)
-            .py_err()?,
-        scope: Scope::parse(&get(d, "scope", def.scope.name().to_string())?).py_err()?,
-    })
+fn get_f64(d: &Bound<'_, PyDict>, k: &str, default: f64) -> PyResult<f64> {
+    field(d, k)?.map_or(Ok(default), |v| convert::float_arg(&v, k))
 }
+
+fn get_u64(d: &Bound<'_, PyDict>, k: &str, default: u64) -> PyResult<u64> {
+    field(d, k)?.map_or(Ok(default), |v| convert::uint_arg(&v, k))
+}
+
+fn get_bool(d: &Bound<'_, PyDict>, k: &str, default: bool) -> PyResult<bool> {
+    field(d, k)?.map_or(Ok(default), |v| convert::bool_arg(&v, k))
+}
+
+fn get_name(d: &Bound<'_, PyDict>, k: &str, default: &str) -> PyResult<String> {
+    field(d, k)?.map_or(Ok(default.to_string()), |v| convert::name_arg(&v, k))
+}
+
+/// The `PoolConfig` fields, in the order `config_dict` writes them.
+const CONFIG_FIELDS: [&str; 22] = [
+    "capacity",
+    "boundary",
+    "low_fraction",
+    "target",
+    "sampling",
+    "eviction",
+    "reward_range",
+    "stat",
+    "ema_alpha",
+    "reinsert",
+    "drop_solved",
+    "priority_epsilon",
+    "priority_temperature",
+    "refresh",
+    "refresh_temperature",
+    "refresh_blend",
+    "refresh_direction",
+    "refresh_scope",
+    "inbox_capacity",
+    "delay_steps",
+    "revisit_fraction",
+    "seed",
+];
 
 /// Builds and validates a core config from a dict of `PoolConfig` fields.
 fn parse_config(d: &Bound<'_, PyDict>) -> PyResult<Config> {
     let def = Config::default();
-    let (lo, hi): (f64, f64) = get(d, "reward_range", (def.reward_lo, def.reward_hi))?;
-    // The refresh knobs are parsed (and validated) even while the refresh is off.
-    let on = d.get_item("refresh")?.filter(|v| !v.is_none());
-    let p = PyDict::new(d.py());
-    if let Some(v) = &on {
-        p.set_item("mode", v)?;
-    }
-    for (k, name) in [
-        ("refresh_temperature", "temperature"),
-        ("refresh_blend", "blend"),
-        ("refresh_direction", "direction"),
-        ("refresh_scope", "scope"),
-    ] {
-        if let Some(x) = d.get_item(k)? {
-            p.set_item(name, x)?;
+    let known: Vec<&str> = CONFIG_FIELDS.to_vec();
+    for k in d.keys() {
+        let k = convert::name_arg(&k, "config key")?;
+        if !known.contains(&k.as_str()) {
+            return Err(invalid(format!(
+                "unknown config field {k:?}: expected one of {known:?}"
+            )));
         }
     }
-    let refresh = parse_refresh(&p)?;
-    let name = |k: &str, v: &str| get(d, k, v.to_string());
+    let (lo, hi) = field(d, "reward_range")?.map_or(Ok((def.reward_lo, def.reward_hi)), |v| {
+        convert::pair_arg(&v, "reward_range")
+    })?;
+    // The refresh knobs are parsed (and validated) even while the refresh is
+    // off; `refresh = None` is how it is switched off.
+    let r = RefreshParams::default();
+    let on = d.get_item("refresh")?.filter(|v| !v.is_none());
+    let mode = on.as_ref().map_or(Ok(r.mode.name().to_string()), |v| {
+        convert::name_arg(v, "refresh")
+    })?;
+    let refresh = RefreshParams {
+        mode: RefreshMode::parse(&mode).py_err()?,
+        temperature: get_f64(d, "refresh_temperature", r.temperature)?,
+        blend: get_f64(d, "refresh_blend", r.blend)?,
+        direction: Direction::parse(&get_name(d, "refresh_direction", r.direction.name())?)
+            .py_err()?,
+        scope: Scope::parse(&get_name(d, "refresh_scope", r.scope.name())?).py_err()?,
+    };
+    let name = get_name;
+    let d = &d;
     let cfg = Config {
-        capacity: get(d, "capacity", def.capacity)?,
-        boundary: Boundary::parse(&name("boundary", def.boundary.name())?).py_err()?,
-        low_fraction: get(d, "low_fraction", def.low_fraction)?,
-        target: get(d, "target", def.target)?,
-        sampling: Sampling::parse(&name("sampling", def.sampling.name())?).py_err()?,
-        eviction: Eviction::parse(&name("eviction", def.eviction.name())?).py_err()?,
+        capacity: get_u64(d, "capacity", def.capacity)?,
+        boundary: Boundary::parse(&name(d, "boundary", def.boundary.name())?).py_err()?,
+        low_fraction: get_f64(d, "low_fraction", def.low_fraction)?,
+        target: get_f64(d, "target", def.target)?,
+        sampling: Sampling::parse(&name(d, "sampling", def.sampling.name())?).py_err()?,
+        eviction: Eviction::parse(&name(d, "eviction", def.eviction.name())?).py_err()?,
         reward_lo: lo,
         reward_hi: hi,
-        stat: Stat::parse(&name("stat", def.stat.name())?).py_err()?,
-        ema_alpha: get(d, "ema_alpha", def.ema_alpha)?,
-        reinsert: Reinsert::parse(&name("reinsert", def.reinsert.name())?).py_err()?,
-        drop_solved: get(d, "drop_solved", def.drop_solved)?,
-        priority_epsilon: get(d, "priority_epsilon", def.priority_epsilon)?,
-        priority_temperature: get(d, "priority_temperature", def.priority_temperature)?,
+        stat: Stat::parse(&name(d, "stat", def.stat.name())?).py_err()?,
+        ema_alpha: get_f64(d, "ema_alpha", def.ema_alpha)?,
+        reinsert: Reinsert::parse(&name(d, "reinsert", def.reinsert.name())?).py_err()?,
+        drop_solved: get_bool(d, "drop_solved", def.drop_solved)?,
+        priority_epsilon: get_f64(d, "priority_epsilon", def.priority_epsilon)?,
+        priority_temperature: get_f64(d, "priority_temperature", def.priority_temperature)?,
         refresh,
         refresh_on_reinsert: on.is_some(),
-        inbox_capacity: get(d, "inbox_capacity", def.inbox_capacity)?,
-        delay_steps: get(d, "delay_steps", def.delay_steps)?,
-        revisit_fraction: get(d, "revisit_fraction", def.revisit_fraction)?,
-        seed: get(d, "seed", def.seed)?,
+        inbox_capacity: get_u64(d, "inbox_capacity", def.inbox_capacity)?,
+        delay_steps: get_u64(d, "delay_steps", def.delay_steps)?,
+        revisit_fraction: get_f64(d, "revisit_fraction", def.revisit_fraction)?,
+        seed: get_u64(d, "seed", def.seed)?,
     };
     cfg.validate().py_err()?;
     Ok(cfg)
@@ -141,7 +167,7 @@ fn validate_config(config: &Bound<'_, PyDict>) -> PyResult<()> {
     parse_config(config).map(|_| ())
 }
 
-/// Encodes payloads and checks per-prompt optional columns.
+/// Encodes payloads (text, answer, metadata) after checking lengths.
 fn encode_payloads(
     texts: &[String],
     answers: Option<&Vec<Option<String>>>,
@@ -163,23 +189,24 @@ fn encode_payloads(
         .collect())
 }
 
-fn opt_col<'a, T: numpy::Element>(
-    a: &'a Option<PyReadonlyArray1<'_, T>>,
-    name: &str,
-    n: usize,
-) -> PyResult<Option<&'a [T]>> {
-    match a {
-        Some(a) => {
-            let s = slice(a, name)?;
-            check_len(name, s.len(), n)?;
-            Ok(Some(s))
-        }
-        None => Ok(None),
-    }
+/// Prompts, answers and metadata from Python, encoded.
+fn payloads_from(
+    prompts: &Bound<'_, PyAny>,
+    answers: Option<&Bound<'_, PyAny>>,
+    metadata: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<Box<[u8]>>> {
+    let texts = convert::required_texts(prompts, "prompts")?;
+    let answers = answers
+        .filter(|a| !a.is_none())
+        .map(|a| convert::texts(a, "answers", true))
+        .transpose()?;
+    let metadata = convert::opt_bytes(metadata, "metadata")?;
+    encode_payloads(&texts, answers.as_ref(), metadata.as_ref())
 }
 
-fn state_from_name(s: &str) -> PyResult<State> {
-    Ok(match s {
+fn state_from_name(v: &Bound<'_, PyAny>) -> PyResult<State> {
+    let s = convert::name_arg(v, "state")?;
+    Ok(match s.as_str() {
         "cold" => State::Cold,
         "hard" => State::Hard,
         "easy" => State::Easy,
@@ -221,31 +248,31 @@ impl PoolCore {
         config_dict(py, self.pool.lock().config())
     }
 
-    #[pyo3(signature = (texts, answers=None, metadata=None, rewards=None, parents=None, difficulty=None))]
+    #[pyo3(signature = (prompts, answers=None, rewards=None, metadata=None, parents=None, difficulty=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn add<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<String>,
-        answers: Option<Vec<Option<String>>>,
-        metadata: Option<Vec<Option<Vec<u8>>>>,
+        prompts: &Bound<'py, PyAny>,
+        answers: Option<&Bound<'py, PyAny>>,
         rewards: Option<PyReadonlyArray1<'py, f64>>,
+        metadata: Option<&Bound<'py, PyAny>>,
         parents: Option<PyReadonlyArray1<'py, u64>>,
         difficulty: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
-        let n = texts.len();
-        let payloads = encode_payloads(&texts, answers.as_ref(), metadata.as_ref())?;
-        let rewards = opt_col(&rewards, "rewards", n)?;
-        let parents = opt_col(&parents, "parents", n)?;
-        let difficulty = opt_col(&difficulty, "difficulty", n)?;
+        let payloads = payloads_from(prompts, answers, metadata)?;
+        let n = payloads.len();
+        let rewards = opt_column(rewards, "rewards", n)?;
+        let parents = opt_column(parents, "parents", n)?;
+        let difficulty = opt_column(difficulty, "difficulty", n)?;
         let items: Vec<NewPrompt> = payloads
             .into_iter()
             .enumerate()
             .map(|(i, payload)| NewPrompt {
                 payload,
-                reward: rewards.map(|r| r[i]),
-                parent: parents.map(|p| p[i]),
-                difficulty: difficulty.map(|d| d[i]),
+                reward: rewards.as_ref().map(|r| r[i]),
+                parent: parents.as_ref().map(|p| p[i]),
+                difficulty: difficulty.as_ref().map(|d| d[i]),
             })
             .collect();
         let ids = py.detach(|| self.pool.lock().add(items)).py_err()?;
@@ -272,16 +299,11 @@ impl PoolCore {
         n_correct: Option<PyReadonlyArray1<'_, u32>>,
         step: Option<i64>,
     ) -> PyResult<()> {
-        let ids = slice(&ids, "ids")?;
-        let rewards = slice(&rewards, "rewards")?;
-        let n_rollouts = n_rollouts
-            .as_ref()
-            .map(|a| slice(a, "n_rollouts"))
-            .transpose()?;
-        let n_correct = n_correct
-            .as_ref()
-            .map(|a| slice(a, "n_correct"))
-            .transpose()?;
+        // Owned copies: the engine validates and applies the same values.
+        let ids = column(&ids, "ids")?;
+        let rewards = column(&rewards, "rewards")?;
+        let n_rollouts = n_rollouts.map(|a| column(&a, "n_rollouts")).transpose()?;
+        let n_correct = n_correct.map(|a| column(&a, "n_correct")).transpose()?;
         let step = match step {
             Some(s) if s < 0 => {
                 return Err(invalid(format!(
@@ -291,34 +313,38 @@ impl PoolCore {
             s => s.map(|s| s as u64),
         };
         py.detach(|| {
-            self.pool
-                .lock()
-                .report(ids, rewards, n_rollouts, n_correct, step)
+            self.pool.lock().report(
+                &ids,
+                &rewards,
+                n_rollouts.as_deref(),
+                n_correct.as_deref(),
+                step,
+            )
         })
         .py_err()
     }
 
     fn release(&self, py: Python<'_>, ids: Ids<'_>) -> PyResult<()> {
-        let ids = slice(&ids, "ids")?;
-        py.detach(|| self.pool.lock().release(ids)).py_err()
+        let ids = column(&ids, "ids")?;
+        py.detach(|| self.pool.lock().release(&ids)).py_err()
     }
 
     fn prompts<'py>(&self, py: Python<'py>, ids: Ids<'_>) -> PyResult<Bound<'py, PyList>> {
         let pool = self.pool.lock();
-        let p = pool.payloads(slice(&ids, "ids")?).py_err()?;
+        let p = pool.payloads(&column(&ids, "ids")?).py_err()?;
         PyList::new(py, p.iter().map(|b| payload::text(b)))
     }
 
     fn answers<'py>(&self, py: Python<'py>, ids: Ids<'_>) -> PyResult<Bound<'py, PyList>> {
         let pool = self.pool.lock();
-        let p = pool.payloads(slice(&ids, "ids")?).py_err()?;
+        let p = pool.payloads(&column(&ids, "ids")?).py_err()?;
         PyList::new(py, p.iter().map(|b| payload::answer(b)))
     }
 
     /// Raw metadata bytes (JSON) per id, `None` where absent.
     fn metadata_raw<'py>(&self, py: Python<'py>, ids: Ids<'_>) -> PyResult<Bound<'py, PyList>> {
         let pool = self.pool.lock();
-        let p = pool.payloads(slice(&ids, "ids")?).py_err()?;
+        let p = pool.payloads(&column(&ids, "ids")?).py_err()?;
         PyList::new(
             py,
             p.iter()
@@ -327,8 +353,8 @@ impl PoolCore {
     }
 
     fn records<'py>(&self, py: Python<'py>, ids: Ids<'_>) -> PyResult<Bound<'py, PyDict>> {
-        let ids = slice(&ids, "ids")?;
-        let r = py.detach(|| self.pool.lock().records(ids)).py_err()?;
+        let ids = column(&ids, "ids")?;
+        let r = py.detach(|| self.pool.lock().records(&ids)).py_err()?;
         let d = PyDict::new(py);
         d.set_item("score", r.score.into_pyarray(py))?;
         d.set_item("visits", r.visits.into_pyarray(py))?;
@@ -381,36 +407,41 @@ impl PoolCore {
     }
 
     /// All ids in one partition (cold FIFO; hard/easy/archived hardest first).
-    fn ids<'py>(&self, py: Python<'py>, state: &str) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    fn ids<'py>(
+        &self,
+        py: Python<'py>,
+        state: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let st = state_from_name(state)?;
         let ids = py.detach(|| self.pool.lock().ids_in(st));
         Ok(ids.into_pyarray(py))
     }
 
-    #[pyo3(signature = (mode="path", temperature=1.0, blend=0.5, direction="reference", scope="archive"))]
     fn refresh(
         &self,
         py: Python<'_>,
-        mode: &str,
-        temperature: f64,
-        blend: f64,
-        direction: &str,
-        scope: &str,
+        mode: &Bound<'_, PyAny>,
+        temperature: &Bound<'_, PyAny>,
+        blend: &Bound<'_, PyAny>,
+        direction: &Bound<'_, PyAny>,
+        scope: &Bound<'_, PyAny>,
     ) -> PyResult<usize> {
+        let name = convert::name_arg;
+        let num = convert::float_arg;
         let p = RefreshParams {
-            mode: RefreshMode::parse(mode).py_err()?,
-            temperature,
-            blend,
-            direction: Direction::parse(direction).py_err()?,
-            scope: Scope::parse(scope).py_err()?,
+            mode: RefreshMode::parse(&name(mode, "mode")?).py_err()?,
+            temperature: num(temperature, "temperature")?,
+            blend: num(blend, "blend")?,
+            direction: Direction::parse(&name(direction, "direction")?).py_err()?,
+            scope: Scope::parse(&name(scope, "scope")?).py_err()?,
         };
         p.validate().py_err()?;
         Ok(py.detach(|| self.pool.lock().refresh(&p)))
     }
 
     fn lineage<'py>(&self, py: Python<'py>, ids: Ids<'_>) -> PyResult<Bound<'py, PyDict>> {
-        let ids = slice(&ids, "ids")?;
-        let l = py.detach(|| self.pool.lock().lineage(ids)).py_err()?;
+        let ids = column(&ids, "ids")?;
+        let l = py.detach(|| self.pool.lock().lineage(&ids)).py_err()?;
         let d = PyDict::new(py);
         d.set_item("parent", l.parent.into_pyarray(py))?;
         d.set_item("depth", l.depth.into_pyarray(py))?;
@@ -421,37 +452,21 @@ impl PoolCore {
 
     /// Pushes validated queries to the lock-free inbox (never takes the pool
     /// lock). Returns how many were accepted.
-    #[pyo3(signature = (texts, answers=None, parents=None, difficulty=None, metadata=None))]
+    #[pyo3(signature = (prompts, answers=None, metadata=None, parents=None, difficulty=None))]
     fn inbox_push(
         &self,
         py: Python<'_>,
-        texts: Vec<String>,
-        answers: Option<Vec<Option<String>>>,
+        prompts: &Bound<'_, PyAny>,
+        answers: Option<&Bound<'_, PyAny>>,
+        metadata: Option<&Bound<'_, PyAny>>,
         parents: Option<PyReadonlyArray1<'_, u64>>,
         difficulty: Option<PyReadonlyArray1<'_, f64>>,
-        metadata: Option<Vec<Option<Vec<u8>>>>,
     ) -> PyResult<usize> {
-        let n = texts.len();
-        let payloads = encode_payloads(&texts, answers.as_ref(), metadata.as_ref())?;
-        let parents = opt_col(&parents, "parents", n)?;
-        let difficulty = opt_col(&difficulty, "difficulty", n)?;
-        if let Some(d) = difficulty {
-            if let Some(i) = d.iter().position(|x| !x.is_finite() || *x <= 0.0) {
-                return Err(invalid(format!(
-                    "difficulty[{i}] = {}: expected a finite value > 0",
-                    d[i]
-                )));
-            }
-        }
-        let items: Vec<InboxItem> = payloads
-            .into_iter()
-            .enumerate()
-            .map(|(i, payload)| InboxItem {
-                payload,
-                parent: parents.map(|p| p[i]),
-                difficulty: difficulty.map(|d| clamp_difficulty(d[i])),
-            })
-            .collect();
+        let payloads = payloads_from(prompts, answers, metadata)?;
+        let n = payloads.len();
+        let parents = opt_column(parents, "parents", n)?;
+        let difficulty = opt_column(difficulty, "difficulty", n)?;
+        let items = heapa_core::inbox::items(payloads, parents, difficulty).py_err()?;
         let inbox = Arc::clone(&self.inbox);
         Ok(py.detach(move || inbox.push_batch(items)))
     }
@@ -524,6 +539,7 @@ fn _heapa(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PoolCore>()?;
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add("NO_PARENT", heapa_core::NO_PARENT)?;
+    m.add("CONFIG_FIELDS", CONFIG_FIELDS.to_vec())?;
     m.add("SNAPSHOT_VERSION", heapa_core::snapshot::FORMAT_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

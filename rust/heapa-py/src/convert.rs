@@ -1,0 +1,176 @@
+//! Python values to owned Rust values, with errors that name the argument and
+//! the element. Everything is copied before the GIL is released, so a caller
+//! thread that writes an input array meanwhile cannot change what the engine
+//! validates or applies.
+
+use numpy::PyReadonlyArray1;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyString};
+
+use crate::errors::invalid;
+
+/// A contiguous 1-D array, copied.
+pub fn column<T: numpy::Element + Copy>(
+    a: &PyReadonlyArray1<'_, T>,
+    name: &str,
+) -> PyResult<Vec<T>> {
+    a.as_slice()
+        .map(<[T]>::to_vec)
+        .map_err(|_| invalid(format!("{name}: expected a contiguous 1-D array")))
+}
+
+/// An optional column, copied, of length `n` when given.
+pub fn opt_column<T: numpy::Element + Copy>(
+    a: Option<PyReadonlyArray1<'_, T>>,
+    name: &str,
+    n: usize,
+) -> PyResult<Option<Vec<T>>> {
+    let Some(a) = a else { return Ok(None) };
+    let v = column(&a, name)?;
+    check_len(name, v.len(), n)?;
+    Ok(Some(v))
+}
+
+pub fn check_len(name: &str, got: usize, n: usize) -> PyResult<()> {
+    if got != n {
+        return Err(invalid(format!(
+            "{name}: expected length {n} (one per prompt), got {got}"
+        )));
+    }
+    Ok(())
+}
+
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map_or_else(|_| "?".into(), |n| n.to_string())
+}
+
+/// One str element, UTF-8 encodable (no lone surrogates).
+fn text(v: &Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<String> {
+    let s = v
+        .cast::<PyString>()
+        .map_err(|_| invalid(format!("{}: expected str, got {}", what(), type_name(v))))?;
+    s.to_str().map(str::to_owned).map_err(|_| {
+        invalid(format!(
+            "{}: not encodable as UTF-8 (it contains a lone surrogate)",
+            what()
+        ))
+    })
+}
+
+/// A list of str (`optional`: `None` elements allowed).
+pub fn texts(v: &Bound<'_, PyAny>, name: &str, optional: bool) -> PyResult<Vec<Option<String>>> {
+    let not_a_list = || {
+        invalid(format!(
+            "{name}: expected a sequence of str, got {}",
+            type_name(v)
+        ))
+    };
+    if v.is_instance_of::<PyString>() || v.is_instance_of::<PyBytes>() {
+        return Err(not_a_list());
+    }
+    let n = v.len().map_err(|_| not_a_list())?;
+    let mut out = Vec::with_capacity(n);
+    for (i, x) in v.try_iter().map_err(|_| not_a_list())?.enumerate() {
+        let x = x?;
+        if optional && x.is_none() {
+            out.push(None);
+        } else {
+            out.push(Some(text(&x, || format!("{name}[{i}]"))?));
+        }
+    }
+    Ok(out)
+}
+
+/// A list of str, none missing.
+pub fn required_texts(v: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
+    Ok(texts(v, name, false)?.into_iter().flatten().collect())
+}
+
+/// Optional per-prompt JSON bytes (`None` elements allowed).
+pub fn opt_bytes(
+    v: Option<&Bound<'_, PyAny>>,
+    name: &str,
+) -> PyResult<Option<Vec<Option<Vec<u8>>>>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for (i, x) in v.try_iter()?.enumerate() {
+        let x = x?;
+        if x.is_none() {
+            out.push(None);
+        } else {
+            let b = x.cast::<PyBytes>().map_err(|_| {
+                invalid(format!(
+                    "{name}[{i}]: expected bytes, got {}",
+                    type_name(&x)
+                ))
+            })?;
+            out.push(Some(b.as_bytes().to_vec()));
+        }
+    }
+    Ok(Some(out))
+}
+
+/// A str argument.
+pub fn name_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
+    text(v, || name.to_string())
+}
+
+/// A real number (int or float, never bool, str or None).
+pub fn float_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
+    let bad = || invalid(format!("{name}: expected a number, got {}", type_name(v)));
+    if v.is_none()
+        || v.is_instance_of::<PyBool>()
+        || v.is_instance_of::<PyString>()
+        || v.is_instance_of::<PyBytes>()
+    {
+        return Err(bad());
+    }
+    v.extract::<f64>().map_err(|_| bad())
+}
+
+/// A non-negative integer (never bool or float).
+pub fn uint_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
+    if v.is_none() || v.is_instance_of::<PyBool>() {
+        return Err(invalid(format!(
+            "{name}: expected a non-negative integer, got {}",
+            type_name(v)
+        )));
+    }
+    v.extract::<u64>().map_err(|_| {
+        let shown = v.repr().map_or_else(|_| "?".into(), |r| r.to_string());
+        invalid(format!(
+            "{name}: expected a non-negative integer, got {shown}"
+        ))
+    })
+}
+
+/// A bool (never an int).
+pub fn bool_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
+    v.extract::<bool>()
+        .map_err(|_| invalid(format!("{name}: expected a bool, got {}", type_name(v))))
+}
+
+/// A pair of numbers.
+pub fn pair_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<(f64, f64)> {
+    let bad = || {
+        invalid(format!(
+            "{name}: expected a pair of numbers (lo, hi), got {}",
+            v.repr().map_or_else(|_| "?".into(), |r| r.to_string())
+        ))
+    };
+    if v.is_instance_of::<PyString>() || v.is_instance_of::<PyBytes>() {
+        return Err(bad());
+    }
+    let items: Vec<Bound<'_, PyAny>> = v.try_iter().map_err(|_| bad())?.collect::<PyResult<_>>()?;
+    match items.as_slice() {
+        [lo, hi] => Ok((
+            float_arg(lo, &format!("{name}[0]"))?,
+            float_arg(hi, &format!("{name}[1]"))?,
+        )),
+        _ => Err(bad()),
+    }
+}
