@@ -389,6 +389,7 @@ class TestTransformersBackend:
         assert cfg.max_new_tokens == 50 and cfg.do_sample
 
     def test_generates_with_a_real_tiny_model(self, warm_model):
+        """Contracts that hold whatever the sampled text is (slicing is checked exactly with EchoModel)."""
         model, tok, builder = warm_model
         be = TransformersBackend(model, tok, batch_size=8)
         prompts = [builder.build(p) for p in SEEDS[:10]]
@@ -396,9 +397,10 @@ class TestTransformersBackend:
         out = be.generate(prompts, sampling)
         assert len(out) == 10 and all(len(r) == 2 for r in out)
         assert out == be.generate(prompts, sampling)  # seeded: reproducible, training RNG untouched
-        parsed = [parse_variant(c.text, LOWER, cued=True) for r in out for c in r]
-        assert sum(p.ok for p in parsed) >= 15
-        assert all("original" not in c.text for r in out for c in r)  # no prompt text in responses
+        comps = [c for r in out for c in r]
+        assert all(len(c.token_ids) <= sampling.max_new_tokens for c in comps)  # response tokens only
+        assert not any(s in c.text for c in comps for s in LOWER.stops())  # cut before any stop string
+        assert all(c.finish_reason in ("stop", "length") for c in comps)
         assert model.training  # left as TRL leaves it
 
 
@@ -706,7 +708,9 @@ class TestAugmenterEndToEnd:
 
     def test_tiny_model_end_to_end(self, warm_model):
         """The real path: the warmed tiny model writes variants through TransformersBackend, they are
-        parsed, filtered, validated on threads and inserted with lineage and estimates."""
+        parsed, filtered, validated on threads and inserted with lineage and estimates. The assertions hold
+        whatever text the model wrote (zero parsable variants included); test_children_with_lineage_and_estimates
+        proves with scripted text that children enter."""
         model, tok, builder = warm_model
         pool, ids = make_pool()
         backend = TransformersBackend(model, tok, batch_size=16)
@@ -716,8 +720,7 @@ class TestAugmenterEndToEnd:
             aug.after_step(None, ids, np.full(len(ids), 0.5), step=1)
             assert aug.pipeline.wait_idle(10)
             m = assert_accounting(aug)
-            assert m["aug/proposed"] == 2 * len(ids)
-            assert m["aug/accepted"] >= 5, m
+            assert m["aug/proposed"] == 2 * len(ids)  # the backend answered every request
             # the next step's after_step drains the inbox and tracks the children's estimates
             aug.after_step(None, ids[:0], np.zeros(0), step=2)
             kids = children_of(pool, ids)
@@ -1348,9 +1351,10 @@ def test_pipeline_state_keeps_accepted_but_uninserted():
 # ---------------------------------------------------------------------- TRL hook
 
 
-def _train_with_augmentation(warm_model, tmp_path, **aug):
+def _train_with_augmentation(warm_model, tmp_path, backend=None, **aug):
     """Three GRPO steps of ``HeaPAGRPOTrainer(augmentation=...)`` with the warm tiny model; returns
-    (trainer, ids of the prompts each round trained on)."""
+    (trainer, ids of the prompts each round trained on). ``backend``: replaces the policy as the writer of
+    variants (after checking that the trainer wired the policy in)."""
     trl_mod = pytest.importorskip("heapa.trl")
     from datasets import Dataset
     from heapa.testing import tiny_grpo_config
@@ -1380,6 +1384,8 @@ def _train_with_augmentation(warm_model, tmp_path, **aug):
         augmentation=AugmentationConfig(**aug),
     )
     assert isinstance(trainer.heapa_augmenter.backend, TransformersBackend)
+    if backend is not None:
+        trainer.heapa_augmenter.backend = backend
     try:
         trainer.train()  # ends with the augmenter closed (its callback)
     finally:
@@ -1387,48 +1393,75 @@ def _train_with_augmentation(warm_model, tmp_path, **aug):
     return trainer, np.concatenate(rounds)
 
 
-def assert_children_of_trained_prompts(trainer, trained: np.ndarray) -> np.ndarray:
-    """Every child's parent is a prompt that was trained before it, the one it was written from; children
-    inherit the parent's metadata."""
+def assert_children_of_trained_prompts(trainer, trained: np.ndarray, *, scripted: bool) -> np.ndarray:
+    """Every child's parent is a prompt that was trained before it; children inherit the parent's metadata.
+
+    scripted: the variants came from ``ScriptedBackend``, so children certainly exist and each is a scripted
+    variant of its own parent (this checks that a child is filed under the prompt it was written from).
+    Otherwise the model wrote them: nothing here may depend on that text, not even that children exist.
+    """
     pool = trainer.heapa_pool
     trainer.heapa_augmenter.on_drained(pool.drain_inbox())  # what was accepted after the last round
     kids = children_of(pool, np.zeros(0, dtype=np.uint64))
-    assert len(kids) >= 1
     parents = pool.lineage(kids)["parent"]
     assert set(parents.tolist()) <= set(trained.tolist())
     assert pool.metadata(kids) == pool.metadata(parents)
     assert not set(pool.prompts(kids)) & set(SEEDS)  # new problems (duplicates are filtered)
-    for child, parent in zip(pool.prompts(kids), pool.prompts(parents), strict=True):
-        c, p = child.split("+"), parent.split("+")
-        assert c[0] == p[0] or c[-1] == p[-1], (child, parent)  # the warm model changes one operand
+    if scripted:
+        assert len(kids) >= 1
+        for child, parent in zip(pool.prompts(kids), pool.prompts(parents), strict=True):
+            assert child in {_bump(parent, j) for j in range(2)}, (child, parent)
     return kids
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_trainer_augmentation_end_to_end(warm_model, tmp_path):
     """``HeaPAGRPOTrainer(augmentation=...)``: the policy (TransformersBackend) writes variants right after
-    each round, self-consistency validates them on background threads, children enter the pool under the
-    prompts they were written from, and the aug/* metrics reach the trainer's log."""
+    each round, self-consistency validates them on background threads, and the aug/* metrics reach the
+    trainer's log. The model's text is whatever it samples: the assertions are mechanics and accounting
+    that hold even when no variant parses (test_trainer_augmentation_children_have_lineage proves with
+    scripted text that children enter)."""
     solver = SelfConsistencyValidator(k=2, solver=lambda p, k: [solve_sum(p)] * k)
     trainer, trained = _train_with_augmentation(warm_model, tmp_path, validators=[solver])
-    kids = assert_children_of_trained_prompts(trainer, trained)
+    kids = assert_children_of_trained_prompts(trainer, trained, scripted=False)
     pool = trainer.heapa_pool
     assert pool.answers(kids) == [solve_sum(p) for p in pool.prompts(kids)]  # the validator's ground truth
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 3 and all("aug/proposed" in h and "aug/queue_depth" in h for h in logged)
     assert logged[-1]["aug/proposed"] == 3 * 2 * 2  # 2 prompts x 2 variants per round
-    assert logged[-1]["aug/parsed"] >= 1
     m = assert_accounting(trainer.heapa_augmenter)
-    assert m["aug/accepted"] >= 1 and m["aug/drained"] == len(kids)
+    assert m["aug/parsed"] + m.get("aug/rejected/malformed", 0) == m["aug/proposed"]  # each parsed or not
+    assert m["aug/drained"] == len(kids)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_trainer_augmentation_children_have_lineage(warm_model, tmp_path):
+    """The same trainer path with the variants' text made certain: ``ScriptedBackend`` (a TEST DOUBLE of the
+    policy) writes them, and they go through the same parse / filter / validate / insert path. Children
+    enter under the prompts they were written from, with the validator's answers."""
+    solver = SelfConsistencyValidator(k=2, solver=lambda p, k: [solve_sum(p)] * k)
+    trainer, trained = _train_with_augmentation(warm_model, tmp_path, ScriptedBackend(), validators=[solver])
+    kids = assert_children_of_trained_prompts(trainer, trained, scripted=True)
+    pool = trainer.heapa_pool
+    assert pool.answers(kids) == [solve_sum(p) for p in pool.prompts(kids)]
+    m = assert_accounting(trainer.heapa_augmenter)
+    assert m["aug/parsed"] == m["aug/proposed"] == 3 * 2 * 2
+    assert m["aug/accepted"] == m["aug/drained"] == len(kids)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_trainer_augmentation_with_an_openai_validator(warm_model, tmp_path, chat_server):
-    """``validator="openai"`` wiring: the endpoint (a real local HTTP server) supplies answers and problems."""
+    """``validator="openai"`` wiring: the endpoint (a real local HTTP server) supplies answers and problems.
+    ``ScriptedBackend`` writes the variants so that candidates certainly reach the endpoint."""
     trainer, trained = _train_with_augmentation(
-        warm_model, tmp_path, validator="openai", validator_url=chat_server.url, validator_timeout=5.0
+        warm_model,
+        tmp_path,
+        ScriptedBackend(),
+        validator="openai",
+        validator_url=chat_server.url,
+        validator_timeout=5.0,
     )
-    kids = assert_children_of_trained_prompts(trainer, trained)
+    kids = assert_children_of_trained_prompts(trainer, trained, scripted=True)
     pool = trainer.heapa_pool
     assert pool.answers(kids) == [str(len(p)) for p in pool.prompts(kids)]  # what the server answered
     assert_accounting(trainer.heapa_augmenter)

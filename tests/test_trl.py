@@ -64,12 +64,27 @@ def expected_score(i: int) -> float:
     return (int(i) % 5) / 4
 
 
-def make_trainer(tmp_path, reward_funcs=(by_id,), dataset=None, trainer_cls=HeaPAGRPOTrainer, **kwargs):
+def digits_only(model, tok):
+    """Forces the policy to write digits only (a large negative bias on every other token's logit, on every
+    forward pass): a random tiny model then always writes a non-empty, tag-free text, so a test that needs
+    variants to exist does not depend on what the model happened to sample."""
+    head = model.get_output_embeddings()
+    bias = torch.full((head.out_features,), -1e4)  # finite: TRL's entropy of -inf logits would be NaN
+    bias[tok.convert_tokens_to_ids(list("0123456789"))] = 0.0
+    head.register_forward_hook(lambda module, args, out: out + bias.to(out.device, out.dtype))
+    return model
+
+
+def make_trainer(
+    tmp_path, reward_funcs=(by_id,), dataset=None, trainer_cls=HeaPAGRPOTrainer, digits: bool = False, **kwargs
+):
+    """digits: the policy writes digits only (``digits_only``)."""
     cfg = {"per_device_train_batch_size": 2 * G, "num_generations": G, "max_steps": 3}
     cfg.update(kwargs.pop("config", {}))
     tok = char_tokenizer()
+    model = tiny_model(tok, hidden=32, layers=1)
     return trainer_cls(
-        model=tiny_model(tok, hidden=32, layers=1),
+        model=digits_only(model, tok) if digits else model,
         reward_funcs=list(reward_funcs),
         args=tiny_grpo_config(str(tmp_path), **cfg),
         train_dataset=dataset if dataset is not None else arithmetic_dataset(24),
@@ -336,8 +351,13 @@ def test_checkpoint_resume_keeps_the_augmentation_queue(tmp_path):
     runs = {}
     for name, cls in (("full", HeaPAGRPOTrainer), ("resumed", RecordAugLoad)):
         wait = WaitForValidation()
-        trainer = make_trainer(
-            tmp_path / name, config=config, augmentation=augmentation_config(), callbacks=[wait], trainer_cls=cls
+        trainer = make_trainer(  # digits: variants certainly exist, whatever the random model prefers
+            tmp_path / name,
+            config=config,
+            augmentation=augmentation_config(),
+            callbacks=[wait],
+            trainer_cls=cls,
+            digits=True,
         )
         wait.trainer = runs[name] = trainer
     full, resumed = runs["full"], runs["resumed"]
@@ -346,6 +366,7 @@ def test_checkpoint_resume_keeps_the_augmentation_queue(tmp_path):
     saved = json.loads((checkpoint / STATE_FILE).read_text())
     assert len(saved["pipeline"]["queue"]) > 0  # step 2's variants wait for the policy's solutions
     assert all(c["stage"] == 0 and not c["policy_outputs"] for c in saved["pipeline"]["queue"])
+    assert all(c["problem"].isdigit() for c in saved["pipeline"]["queue"])  # the forced shape, not sampled text
 
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.loaded_state["pipeline"] == saved["pipeline"]  # restored exactly, uids included
