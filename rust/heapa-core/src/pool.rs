@@ -321,6 +321,8 @@ pub struct Pool {
     /// Drained inbox items waiting out `delay_steps`: (ready step, item).
     pub(crate) pending: VecDeque<(u64, InboxItem)>,
     pub(crate) inbox: Arc<Inbox>,
+    /// Sum of held payloads' lengths (kept up to date so `stats` is O(1)).
+    pub(crate) payload_total: u64,
 }
 
 enum Victim {
@@ -353,6 +355,7 @@ impl Pool {
             step: 0,
             cooling: BTreeSet::new(),
             pending: VecDeque::new(),
+            payload_total: 0,
         })
     }
 
@@ -566,7 +569,9 @@ impl Pool {
         self.unplace(slot);
         let s = slot as usize;
         self.slots.state[s] = State::Free as u8;
-        self.slots.payload[s] = None;
+        if let Some(p) = self.slots.payload[s].take() {
+            self.payload_total -= p.len() as u64;
+        }
         self.slots.flags[s] = 0;
         self.slots.gen[s] = self.slots.gen[s].wrapping_add(1);
         self.free.push(slot);
@@ -719,6 +724,7 @@ impl Pool {
         self.slots.last_step[s] = NO_STEP;
         self.slots.parent[s] = parent.map_or(NO_PARENT, |(p, _)| p);
         self.slots.difficulty[s] = d as f32;
+        self.payload_total += it.payload.len() as u64;
         self.slots.payload[s] = Some(it.payload);
         if estimated {
             self.counters.estimated += 1;
@@ -1198,11 +1204,7 @@ impl Pool {
     }
 
     pub fn payload_bytes(&self) -> u64 {
-        self.slots
-            .payload
-            .iter()
-            .map(|p| p.as_ref().map_or(0, |b| b.len() as u64))
-            .sum()
+        self.payload_total
     }
 
     pub fn stats(&self) -> Stats {
@@ -1262,5 +1264,13 @@ impl Pool {
             assert_eq!(live, self.archive.len(), "every archived prompt is cooling");
         }
         assert!(self.held() <= self.cfg.capacity);
+        let payload: u64 = self
+            .slots
+            .payload
+            .iter()
+            .flatten()
+            .map(|b| b.len() as u64)
+            .sum();
+        assert_eq!(payload, self.payload_total, "running payload total");
     }
 }

@@ -789,6 +789,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
             "in-flight count {in_flight} disagrees with the slots ({flights})"
         )));
     }
+    pool.payload_total = slots.payload.iter().flatten().map(|b| b.len() as u64).sum();
     pool.slots = slots;
     pool.free = free;
     pool.in_flight = in_flight;
