@@ -1107,3 +1107,17 @@ def test_report_copies_its_inputs_before_releasing_the_gil():
     scores = pool.records(np.concatenate([pool.ids(s) for s in ("hard", "easy", "archived")]))["score"]
     assert not np.isnan(scores).any()
     Pool.from_bytes(pool.to_bytes())  # loads: nothing unchecked was stored
+
+
+def test_named_presets():
+    from heapa.sim import RECOMMENDED, SAMPLERS
+
+    paper, frontier = PoolConfig.paper(), PoolConfig.frontier(capacity=1000)
+    assert (paper.boundary, paper.sampling, paper.reinsert) == ("quantile", "medium", "on_drain")
+    assert (frontier.boundary, frontier.reinsert, frontier.revisit_fraction) == ("absolute", "immediate", 0.25)
+    assert frontier.capacity == 1000
+    # The simulator's recommended sampler and the paper sampler are these presets.
+    assert PoolConfig.from_dict({**PoolConfig().to_dict(), **SAMPLERS[RECOMMENDED].pool}) == PoolConfig.frontier()
+    assert PoolConfig.from_dict({**PoolConfig().to_dict(), **SAMPLERS["heapa_paper"].pool}) == PoolConfig.paper()
+    with pytest.raises(InvalidInputError, match="bogus"):
+        PoolConfig.frontier(bogus=1)

@@ -6,7 +6,7 @@ on-policy augmentations, in Rust, behind a batch-first numpy API.
 """
 
 from ._heapa import SNAPSHOT_VERSION, __version__
-from ._pool import STATES, Inbox, Pool, PoolConfig
+from ._pool import PRESETS, STATES, Inbox, Pool, PoolConfig
 from .exceptions import CapacityError, HeapaError, InvalidInputError, SnapshotError, UnknownPromptError
 
 NO_PARENT: int = Pool.NO_PARENT
@@ -20,6 +20,7 @@ __all__ = [
     "Inbox",
     "InvalidInputError",
     "Pool",
+    "PRESETS",
     "PoolConfig",
     "SnapshotError",
     "UnknownPromptError",

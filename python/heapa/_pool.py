@@ -21,6 +21,19 @@ from .exceptions import InvalidInputError, SnapshotError
 STATES = np.array(["free", "cold", "hard", "easy", "in_flight", "archived"])
 
 
+#: Named configurations (overrides of the defaults): ``PoolConfig.paper()`` and ``PoolConfig.frontier()``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"boundary": "quantile", "low_fraction": 0.5, "sampling": "medium", "reinsert": "on_drain"},
+    "frontier": {
+        "boundary": "absolute",
+        "target": 0.5,
+        "sampling": "medium",
+        "reinsert": "immediate",
+        "revisit_fraction": 0.25,
+    },
+}
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     """Configuration of a HeaPA pool (validated on construction).
@@ -71,6 +84,18 @@ class PoolConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> PoolConfig:
+        """HeaPA as published: split at the median score, draw around it, return trained prompts
+        once the pool has been drawn through (on-drain reinsertion)."""
+        return cls.from_dict({**PRESETS["paper"], **overrides})
+
+    @classmethod
+    def frontier(cls, **overrides: Any) -> PoolConfig:
+        """What heapa recommends (docs/efficiency.md): split at pass rate ``target`` (0.5), draw around
+        it, return trained prompts at once but hold each out until a quarter of the pool has been drawn."""
+        return cls.from_dict({**PRESETS["frontier"], **overrides})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PoolConfig:

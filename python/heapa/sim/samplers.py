@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._pool import PRESETS
+
 
 @dataclass(frozen=True)
 class Sampler:
@@ -30,8 +32,9 @@ class Sampler:
     oracle: bool = False
 
 
-_PAPER = {"boundary": "quantile", "low_fraction": 0.5, "sampling": "medium", "reinsert": "on_drain"}
-_FRONTIER = {"boundary": "absolute", "target": 0.5, "sampling": "medium", "reinsert": "immediate"}
+_PAPER = dict(PRESETS["paper"])
+#: The recommended preset without its revisit interval.
+_FRONTIER = {k: v for k, v in PRESETS["frontier"].items() if k != "revisit_fraction"}
 _UNIFORM = {"sampling": "uniform", "reinsert": "immediate"}
 
 SAMPLERS: dict[str, Sampler] = {
@@ -84,7 +87,7 @@ SAMPLERS: dict[str, Sampler] = {
             "heapa_frontier_revisit",
             "heapa_frontier + a minimum revisit interval (revisit_fraction=0.25: a trained "
             "prompt sits out until a quarter of the pool has been drawn)",
-            {**_FRONTIER, "revisit_fraction": 0.25},
+            dict(PRESETS["frontier"]),
         ),
         Sampler(
             "oracle_frontier",
