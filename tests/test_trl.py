@@ -532,7 +532,8 @@ def test_example_script_writes_metrics_and_plot(tmp_path, augment, preset):
     pytest.importorskip("matplotlib")
     script = Path(__file__).parents[1] / "integration" / "train_grpo.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    cmd = [sys.executable, str(script), "--output-dir", str(tmp_path), "--max-steps", "3", "--prompts-per-step", "4"]
+    cmd = [sys.executable, str(script), "--model", "tiny", "--output-dir", str(tmp_path), "--max-steps", "3"]
+    cmd += ["--prompts-per-step", "4"]
     cmd += ["--preset", preset]
     if augment:
         cmd += ["--augment", "--warmup-steps", "20"]
