@@ -36,10 +36,6 @@ impl Fenwick {
         self.w.push(0.0);
     }
 
-    pub fn weight(&self, idx: usize) -> f64 {
-        self.w[idx]
-    }
-
     pub fn set(&mut self, idx: usize, weight: f64) {
         let delta = weight - self.w[idx];
         if delta == 0.0 {
