@@ -188,7 +188,7 @@ class AugmentationConfig:
             )
         ]
 
-    def build_filters(self, tokenizer: Any = None) -> list[Validator]:
+    def build_filters(self) -> list[Validator]:
         filters: list[Validator] = [
             LengthFilter(self.min_chars, self.max_chars),
             CharsetFilter(forbid_cjk=self.forbid_cjk, allowed=self.allowed_chars),
@@ -255,7 +255,7 @@ class Augmenter:
         self.backend = backend
         self.builder = builder or cfg.make_builder(tokenizer)
         self.validators = list(validators) if validators is not None else cfg.build_validators()
-        self.filters = list(filters) if filters is not None else cfg.build_filters(tokenizer)
+        self.filters = list(filters) if filters is not None else cfg.build_filters()
         self.dedup = DedupFilter() if cfg.dedup else None
         self.encode = encode or _default_encode
         self.decode = decode or _default_decode

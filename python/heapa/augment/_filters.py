@@ -73,10 +73,6 @@ class DedupFilter:
         with self._lock:
             self._known.update(keys)
 
-    def add_keys(self, keys: Iterable[int]) -> None:
-        with self._lock:
-            self._known.update(int(k) for k in keys)
-
     def clear(self) -> None:
         with self._lock:
             self._known.clear()

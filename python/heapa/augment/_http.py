@@ -21,9 +21,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["TRANSPORT", "RequestCancelled", "RequestGroup", "post_json"]
+__all__ = ["RequestCancelled", "RequestGroup", "post_json"]
 
-TRANSPORT = "http.client"
 _CHUNK = 65_536
 
 
