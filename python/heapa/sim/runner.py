@@ -60,27 +60,37 @@ class RunResult:
 
 
 class Learner:
-    """Ability, per-slot latent task state and memorisation (see :mod:`heapa.sim.model`)."""
+    """Ability, per-prompt latent task state (one row per prompt) and memorisation (see :mod:`heapa.sim.model`)."""
 
-    def __init__(self, sc: Scenario, n_slots: int, eval_b: np.ndarray) -> None:
+    def __init__(self, sc: Scenario, n_rows: int, eval_b: np.ndarray) -> None:
         self.sc = sc
         self.theta = sc.theta0
-        self.b = np.full(n_slots, np.inf)  # latent difficulty of the prompt in each pool slot
-        self.mem = np.zeros(n_slots)  # memory strength s_i as of step last[i]
-        self.last = np.zeros(n_slots)
+        self.b = np.full(n_rows, np.inf)  # latent difficulty of the prompt in each row
+        self.mem = np.zeros(n_rows)  # memory strength s_i as of step last[i]
+        self.last = np.zeros(n_rows)
         self.eval_b = eval_b
         self.memorising = sc.memorise > 0 or sc.generalise < 1
 
-    def strength(self, slots: np.ndarray, t: int) -> np.ndarray:
-        s = self.mem[slots]
+    def reserve(self, n_rows: int) -> None:
+        """Makes rows ``0 .. n_rows - 1`` addressable (new rows: no prompt yet), growing geometrically."""
+        have = self.b.shape[0]
+        if n_rows <= have:
+            return
+        extra = max(n_rows, 2 * have) - have
+        self.b = np.concatenate([self.b, np.full(extra, np.inf)])
+        self.mem = np.concatenate([self.mem, np.zeros(extra)])
+        self.last = np.concatenate([self.last, np.zeros(extra)])
+
+    def strength(self, rows: np.ndarray, t: int) -> np.ndarray:
+        s = self.mem[rows]
         if math.isfinite(self.sc.forget):
-            s = s * np.exp(-(t - self.last[slots]) / self.sc.forget)
+            s = s * np.exp(-(t - self.last[rows]) / self.sc.forget)
         return s
 
-    def pass_prob(self, slots: np.ndarray, s: np.ndarray) -> np.ndarray:
-        return sigmoid(self.theta - self.b[slots] + self.sc.memorise * s)
+    def pass_prob(self, rows: np.ndarray, s: np.ndarray) -> np.ndarray:
+        return sigmoid(self.theta - self.b[rows] + self.sc.memorise * s)
 
-    def train(self, slots: np.ndarray, s: np.ndarray, k: np.ndarray, t: int) -> float:
+    def train(self, rows: np.ndarray, s: np.ndarray, k: np.ndarray, t: int) -> float:
         """One optimiser step on the trained groups (``k`` correct of ``group``
         each); returns the signal n_eff."""
         G = self.sc.group
@@ -88,8 +98,8 @@ class Learner:
         u = 4.0 * k * (G - k) / (G * G) if self.sc.signal == "variance" else informative.astype(float)
         if self.memorising:
             u = u * self.sc.generalise**s
-            self.mem[slots] = s + informative
-            self.last[slots] = t
+            self.mem[rows] = s + informative
+            self.last[rows] = t
         n_eff = float(u.sum())
         self.theta += self.sc.lr * n_eff / (n_eff + self.sc.noise)
         return n_eff
@@ -98,13 +108,32 @@ class Learner:
         return float(sigmoid(self.theta - self.eval_b).mean())
 
 
-def _write_slots(arr: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:
-    """``arr[slots] = values`` where a repeated slot takes its last value (a
-    slot reused within one add holds the newest prompt)."""
-    if slots.size == 0:
-        return
-    u, first = np.unique(slots[::-1], return_index=True)
-    arr[u] = values[::-1][first]
+class Rows:
+    """The simulator's own prompt id -> learner row mapping: the n-th prompt added gets row n.
+
+    Nothing here knows how the pool builds ids (nor whether it issues them in numeric order): a dict,
+    read and written a batch at a time, O(batch) per call. Evicted prompts keep their rows (unused).
+    """
+
+    def __init__(self) -> None:
+        self._row: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def add(self, ids: np.ndarray) -> np.ndarray:
+        """Gives each of ``ids`` (distinct, never added before) the next row; returns the rows."""
+        keys = np.asarray(ids, dtype=np.uint64).reshape(-1).tolist()
+        n = len(self._row)
+        self._row.update(zip(keys, range(n, n + len(keys)), strict=True))
+        if len(self._row) != n + len(keys):
+            raise ValueError("Rows.add: an id was added twice")
+        return np.arange(n, n + len(keys), dtype=np.int64)
+
+    def __getitem__(self, ids: np.ndarray) -> np.ndarray:
+        """The rows of ``ids`` (``KeyError`` for an id never added)."""
+        keys = np.asarray(ids, dtype=np.uint64).reshape(-1).tolist()
+        return np.fromiter(map(self._row.__getitem__, keys), dtype=np.int64, count=len(keys))
 
 
 def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
@@ -118,10 +147,10 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
 
     capacity = sc.capacity(sp.augment is not None)
     pool = Pool(PoolConfig(capacity=capacity, reward_range=(0.0, 1.0), seed=seed, **sp.pool))
-    # id = generation * (capacity + 1) + slot; slot `capacity` holds ids evicted on arrival
-    modulus = capacity + 1
-    L = Learner(sc, modulus, eval_b)
-    _write_slots(L.b, (pool.add(["q"] * sc.n_prompts) % modulus).astype(np.int64), roots_b)
+    # One learner row per prompt ever added (evicted prompts keep theirs, unused).
+    row_of = Rows()
+    L = Learner(sc, sc.n_prompts, eval_b)
+    L.b[row_of.add(pool.add(["q"] * sc.n_prompts))] = roots_b
 
     B, G = sc.batch, sc.group
     horizon, cap, target = sc.budget * sc.horizon_factor, sc.budget * sc.cap_factor, sc.target
@@ -137,8 +166,8 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
         for _ in range(sp.max_gen_batches if sp.dapo_filter else 1):
             if sp.oracle:
                 ids = pool.sample(len(pool))
-                slots = (ids % modulus).astype(np.int64)
-                gap = np.abs(L.pass_prob(slots, L.strength(slots, t)) - 0.5) + 1e-9 * rng.random(ids.shape[0])
+                rows = row_of[ids]
+                gap = np.abs(L.pass_prob(rows, L.strength(rows, t)) - 0.5) + 1e-9 * rng.random(ids.shape[0])
                 keep = np.argsort(gap)[:B]
                 rest = np.ones(ids.shape[0], dtype=bool)
                 rest[keep] = False
@@ -149,9 +178,9 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
             n = ids.shape[0]
             if n == 0:
                 break
-            slots = (ids % modulus).astype(np.int64)
-            s = L.strength(slots, t)
-            k = rng.binomial(G, L.pass_prob(slots, s))
+            rows = row_of[ids]
+            s = L.strength(rows, t)
+            k = rng.binomial(G, L.pass_prob(rows, s))
             rollouts += n * G
             groups += n
             inf = (k > 0) & (k < G)
@@ -159,19 +188,19 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
             pool.report(ids, k / G, n_rollouts=np.full(n, G, dtype=np.uint32), n_correct=k, step=t)
             if sp.dapo_filter:
                 sel = np.flatnonzero(inf)[: B - n_kept]
-                ids, slots, s, k, inf = ids[sel], slots[sel], s[sel], k[sel], inf[sel]
-            parts.append((ids, slots, s, k, inf))
+                ids, rows, s, k, inf = ids[sel], rows[sel], s[sel], k[sel], inf[sel]
+            parts.append((ids, rows, s, k, inf))
             n_kept += ids.shape[0]
             if n_kept >= B:
                 break
         if not parts:
             break  # nothing left to draw: training cannot go on
-        ids, slots, s, k, inf = (np.concatenate(c) for c in zip(*parts, strict=True))
+        ids, rows, s, k, inf = (np.concatenate(c) for c in zip(*parts, strict=True))
         # ---- optimiser step
-        L.train(slots, s, k, t)
+        L.train(rows, s, k, t)
         # ---- on-policy augmentation (after the step: variants come from the updated policy)
         if sp.augment is not None:
-            parents, p_slots = (ids, slots) if sp.augment == "all" else (ids[inf], slots[inf])
+            parents, p_rows = (ids, rows) if sp.augment == "all" else (ids[inf], rows[inf])
             m = parents.shape[0]
             if m:
                 cand += m
@@ -180,8 +209,8 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
                 ratio = np.exp(delta / sc.aug_logit_per_log_ratio + rng.normal(0.0, sc.aug_report_noise, m))
                 valid = rng.random(m) < sc.aug_valid
                 wrong = rng.random(m) < sc.aug_label_noise
-                child_b = np.where(wrong, np.inf, L.b[p_slots] + delta)[valid]
-                child_mem = (sc.aug_inherit_memory * L.strength(p_slots, t))[valid]
+                child_b = np.where(wrong, np.inf, L.b[p_rows] + delta)[valid]
+                child_mem = (sc.aug_inherit_memory * L.strength(p_rows, t))[valid]
                 nv = int(valid.sum())
                 accepted += nv
                 if nv:
@@ -194,10 +223,9 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
                         new = pool.add(["v"] * nv, parents=parents[valid], difficulty=ratio[valid])
                     if new.shape[0] != nv:
                         raise RuntimeError(f"{new.shape[0]} ids for {nv} children")
-                    ns = (new % modulus).astype(np.int64)
-                    _write_slots(L.b, ns, child_b)
-                    _write_slots(L.mem, ns, child_mem)
-                    _write_slots(L.last, ns, np.full(nv, float(t)))
+                    new_rows = row_of.add(new)
+                    L.reserve(len(row_of))
+                    L.b[new_rows], L.mem[new_rows], L.last[new_rows] = child_b, child_mem, float(t)
         costs.append(rollouts + aug_cost)
         accs.append(L.accuracy())
     return RunResult(
