@@ -50,13 +50,13 @@ from heapa.augment import (
     Verdict,
     VLLMBackend,
     answers_equivalent,
-    arithmetic_variant,
     extract_answer,
     majority_answer,
     parse_variant,
-    supervised_warmup,
     truncate_at_stop,
 )
+from heapa.augment._records import GenerationCall
+from heapa.augment._sft import arithmetic_variant, supervised_warmup
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -587,7 +587,7 @@ def test_collective_generation_shards_evenly():
             return [parts[r] for r in range(4)] if rank == 0 else [None] * 4
 
         dist = types.SimpleNamespace(world=4, rank=rank, is_main=rank == 0, gather=gather)
-        out = aug._generate(dist, texts, Sampling(), True, collective=True)
+        out = aug._generate(dist, GenerationCall("variants", tuple(texts), Sampling(), True), collective=True)
         assert len(be.seen[0]) == 3  # ceil(5 / 2 shards), the short shard padded: equal work per rank
         if rank == 0:
             result = out
@@ -629,10 +629,10 @@ class TestSelfConsistency:
     def test_solver_function(self):
         answers = {"a": ["7", "7", "7", "8"], "b": ["1", "2", "3", "4"], "c": ["5", None, None, None]}
         v = SelfConsistencyValidator(k=4, threshold=0.5, solver=lambda p, k: answers[p][:k])
-        ok = v.validate(Candidate(1, "p", "a", 1.0, info={"child_prompt": "a"}))
+        ok = v.validate(Candidate(1, "p", "a", 1.0, child_prompt="a"))
         assert (ok.accepted, ok.answer, ok.info["agreement"]) == (True, "7", 0.75)
-        assert v.validate(Candidate(1, "p", "b", 1.0, info={"child_prompt": "b"})).reason == "no_majority"
-        assert v.validate(Candidate(1, "p", "c", 1.0, info={"child_prompt": "c"})).reason == "no_majority"
+        assert v.validate(Candidate(1, "p", "b", 1.0, child_prompt="b")).reason == "no_majority"
+        assert v.validate(Candidate(1, "p", "c", 1.0, child_prompt="c")).reason == "no_majority"
         v2 = SelfConsistencyValidator(k=4, solver=lambda p, k: ["no number here"] * k)
         assert v2.validate(Candidate(1, "p", "a", 1.0)).reason == "no_answers"
         assert not v.needs_policy and SelfConsistencyValidator().needs_policy
@@ -1467,3 +1467,27 @@ def test_trainer_augmentation_with_an_openai_validator(warm_model, tmp_path, cha
     assert_accounting(trainer.heapa_augmenter)
     assert sum(chat_server.hits.values()) >= len(kids)  # training may end with some still queued
     assert set(chat_server.hits.values()) == {1}  # each candidate validated once
+
+
+def test_config_fields_have_help_and_errors_name_the_field():
+    import dataclasses
+
+    from heapa.exceptions import InvalidInputError
+
+    assert all(f.metadata.get("help") for f in dataclasses.fields(AugmentationConfig))
+    for bad in (dict(top_p=0.0), dict(agreement=1.5), dict(workers="4"), dict(max_chars=2), dict(max_depth=-1)):
+        (name,) = bad
+        with pytest.raises(InvalidInputError, match=f"AugmentationConfig.{name}:"):
+            AugmentationConfig(**bad)
+
+
+def test_candidate_child_prompt_and_dedup_key_are_fields():
+    seen = []
+    v = SelfConsistencyValidator(k=2, solver=lambda p, k: seen.append(p) or ["3"] * k)
+    assert v.validate(Candidate(1, "p", "bare", 1.0, child_prompt="wrapped bare")).answer == "3"
+    assert seen == ["wrapped bare"]
+    old = Candidate(1, "p", "q", 1.0).to_dict()  # a checkpoint from before: both lived in info
+    del old["child_prompt"], old["dedup_key"]
+    old["info"] = {"child_prompt": "cp", "dedup_key": "k", "agreement": 1.0}
+    c = Candidate.from_dict(old)
+    assert (c.child_prompt, c.dedup_key, c.info) == ("cp", "k", {"agreement": 1.0})

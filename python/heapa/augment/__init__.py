@@ -16,6 +16,9 @@ Typical use inside TRL (``heapa.trl.HeaPAGRPOTrainer`` wires this for you)::
 
 Without a trainer: ``Augmenter(config, pool=pool, backend=..., tokenizer=...)`` and
 ``aug.after_step(None, parent_ids, pass_rates, step, prompts=..., scores=...)``.
+
+What flows from step to step is typed: ``heapa.augment._records`` draws one candidate's life. The
+supervised warm-up of the tiny demo model (``heapa.augment._sft``) is for demos and tests only.
 """
 
 from ._augmenter import STATE_FILE, AugmentationConfig, Augmenter
@@ -46,7 +49,6 @@ from ._format import (
 )
 from ._pipeline import ValidationPipeline
 from ._prompt import PromptBuilder
-from ._sft import arithmetic_variant, supervised_warmup
 from ._validators import (
     Candidate,
     OpenAIValidator,
@@ -85,14 +87,12 @@ __all__ = [
     "Validator",
     "Verdict",
     "answers_equivalent",
-    "arithmetic_variant",
     "clamp_difficulty",
     "extract_answer",
     "majority_answer",
     "normalize_answer",
     "normalize_text",
     "parse_variant",
-    "supervised_warmup",
     "text_key",
     "truncate_at_stop",
 ]

@@ -31,11 +31,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._backends import GenerationBackend, Sampling, TransformersBackend, VLLMBackend, tokenizer_of
+from ..exceptions import InvalidInputError
+from ._backends import Completion, GenerationBackend, Sampling, TransformersBackend, VLLMBackend, tokenizer_of
 from ._filters import CharsetFilter, DecontaminationFilter, DedupFilter, LengthFilter, text_key
 from ._format import TaggedFormat, parse_variant
 from ._pipeline import ValidationPipeline
 from ._prompt import PromptBuilder
+from ._records import GenerationCall, Parent, SolveRequest, StepPlan, VariantRequest
 from ._validators import Candidate, OpenAIValidator, SelfConsistencyValidator, Validator, valid_text
 
 __all__ = ["AugmentationConfig", "Augmenter"]
@@ -52,101 +54,198 @@ _MAX_TRACKED = 1_000_000
 class AugmentationConfig:
     """Everything ``Augmenter.from_trainer`` needs; the defaults follow the paper with its bugs fixed.
 
-    Parents: ``parents="all"`` (every prompt of the round, as the reference) or ``"band"`` (pass rate
-    within ``pass_rate_band``, inclusive; the slime port used (0.1, 0.7)); ``variants_per_parent``;
-    ``max_per_step`` variants requested per step at most; ``every_n_steps``; ``max_depth`` of lineage
-    chains (``None`` = unbounded); ``skip_when_full``: skip a step when the pool's free capacity cannot
-    hold what it would request (the reference's gate).
-
-    Generation: ``max_new_tokens`` (about 400 is plenty for a problem statement), ``temperature``,
-    ``top_p``, ``stop`` (default: the format's stops, all after the difficulty line), ``template`` /
-    ``fmt`` / ``system_prompt`` / ``use_chat_template`` / ``chat_template_kwargs`` / ``problem_pattern``
-    (see ``PromptBuilder``), ``require_difficulty``, ``backend`` ("auto": vLLM when the trainer uses it).
-
-    Validation: ``validators`` (a list of ``Validator`` objects) or the shortcut ``validator="self"``
-    (``SelfConsistencyValidator`` with the policy as solver: ``self_consistency_k`` samples,
-    ``agreement`` share, ``solve_max_new_tokens``, at most ``solve_per_step`` candidates solved per step)
-    or ``"openai"`` (``OpenAIValidator`` at ``validator_url``). Filters: ``dedup`` against everything the
-    pool holds, ``min_chars``/``max_chars``, ``forbid_cjk``/``allowed_chars``, ``decontaminate`` (texts
-    of an evaluation set, ``decontamination_ngram`` words).
-
-    Pipeline: ``workers`` threads, at most ``max_queue`` candidates held, ``max_requeues`` after a
-    transient validator failure; ``inherit_metadata`` copies the parent's metadata to the child;
-    ``drain_in_after_step`` drains the inbox at the start of ``after_step``; ``log_metrics`` appends
-    ``metrics()`` to the trainer's logged metrics.
+    One flat dataclass (pass the fields by name), grouped below in the order of the pipeline: which parents
+    and how many variants, generation, the variant format and its parsing, the cheap filters, validation,
+    the validation queue and insertion into the pool, checkpoints and logging. Every field carries a
+    ``metadata["help"]`` string (a CLI can be generated from it, e.g. with ``transformers.HfArgumentParser``).
+    Invalid settings raise ``heapa.exceptions.InvalidInputError`` (a ``ValueError``) naming the field.
     """
 
-    parents: Literal["all", "band"] = "all"
-    pass_rate_band: tuple[float, float] = (0.0, 1.0)
-    variants_per_parent: int = 1
-    max_per_step: int = 64
-    every_n_steps: int = 1
-    max_depth: int | None = None
-    skip_when_full: bool = True
+    # ---------------------------------------------------------------- parents: which prompts get variants
+    parents: Literal["all", "band"] = field(
+        default="all",
+        metadata={
+            "help": "Which prompts of the round become parents: 'all' (as the reference) or 'band' (pass rate within "
+            "pass_rate_band)."
+        },
+    )
+    pass_rate_band: tuple[float, float] = field(
+        default=(0.0, 1.0),
+        metadata={
+            "help": "With parents='band': the inclusive (low, high) pass-rate band; the slime port used (0.1, 0.7)."
+        },
+    )
+    variants_per_parent: int = field(default=1, metadata={"help": "Variants generated per parent."})
+    max_per_step: int = field(
+        default=64, metadata={"help": "At most this many variants requested per step (0 disables augmentation)."}
+    )
+    every_n_steps: int = field(default=1, metadata={"help": "Augment on steps divisible by this."})
+    max_depth: int | None = field(
+        default=None,
+        metadata={"help": "Parents deeper than this in their lineage chain get no variants (None: no limit)."},
+    )
+    skip_when_full: bool = field(
+        default=True,
+        metadata={
+            "help": "Skip a step when the pool's free capacity cannot hold what it requests (the reference's gate)."
+        },
+    )
 
-    max_new_tokens: int = 400
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] | None = None
-    template: str | None = None
-    fmt: TaggedFormat = field(default_factory=TaggedFormat)
-    system_prompt: str | None = None
-    use_chat_template: bool | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-    problem_pattern: str | None = None
-    require_difficulty: bool = True
-    backend: Literal["auto", "vllm", "transformers"] = "auto"
-    generation_batch_size: int = 32
+    # ---------------------------------------------------------------- generation: the policy writes variants
+    max_new_tokens: int = field(
+        default=400, metadata={"help": "Tokens per generated variant (about 400 is plenty for a problem statement)."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of variant generation."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling of variant generation."})
+    stop: tuple[str, ...] | None = field(
+        default=None, metadata={"help": "Stop strings (None: the format's, all after the difficulty line)."}
+    )
+    backend: Literal["auto", "vllm", "transformers"] = field(
+        default="auto",
+        metadata={"help": "Generation backend: 'auto' (vLLM when the trainer uses it), 'vllm' or 'transformers'."},
+    )
+    generation_batch_size: int = field(
+        default=32, metadata={"help": "Prompts per generate call of the transformers backend."}
+    )
+    seed: int | None = field(
+        default=None, metadata={"help": "Seed of parent choice and generation (None: the trainer's seed)."}
+    )
 
-    validator: Literal["self", "openai"] = "self"
-    validators: Sequence[Validator] | None = None
-    validator_url: str | None = None
-    validator_model: str = "default"
-    validator_timeout: float = 60.0
-    validator_max_retries: int = 3
-    validator_concurrency: int = 4
-    self_consistency_k: int = 8
-    agreement: float = 0.5
-    solve_max_new_tokens: int = 1024
-    solve_temperature: float = 1.0
-    solve_per_step: int = 64
-    answer_extractor: Callable[[str], str | None] | None = None
+    # ---------------------------------------------------------------- format: the request and its parsing
+    template: str | None = field(
+        default=None, metadata={"help": "Instruction template with {problem} (None: PromptBuilder's default)."}
+    )
+    fmt: TaggedFormat = field(
+        default_factory=TaggedFormat, metadata={"help": "Tag words of the NEW / DIFFICULTY format."}
+    )
+    system_prompt: str | None = field(default=None, metadata={"help": "System message of chat-templated requests."})
+    use_chat_template: bool | None = field(
+        default=None, metadata={"help": "Render requests with the tokenizer's chat template (None: if it has one)."}
+    )
+    chat_template_kwargs: dict[str, Any] | None = field(
+        default=None, metadata={"help": "Extra keyword arguments of apply_chat_template."}
+    )
+    problem_pattern: str | None = field(
+        default=None,
+        metadata={"help": "Regex whose first group is the bare problem inside a training prompt (see PromptBuilder)."},
+    )
+    require_difficulty: bool = field(
+        default=True, metadata={"help": "A response without a DIFFICULTY line is malformed (else difficulty 1.0)."}
+    )
 
-    dedup: bool = True
-    min_chars: int = 8
-    max_chars: int = 4000
-    forbid_cjk: bool = True
-    allowed_chars: str | None = None
-    decontaminate: Sequence[str] | None = None
-    decontamination_ngram: int = 8
+    # ---------------------------------------------------------------- filters: cheap checks before the queue
+    dedup: bool = field(
+        default=True, metadata={"help": "Reject variants whose normalised text the pool (or the queue) already holds."}
+    )
+    min_chars: int = field(default=8, metadata={"help": "Shortest problem text accepted, in characters."})
+    max_chars: int = field(default=4000, metadata={"help": "Longest problem text accepted, in characters."})
+    forbid_cjk: bool = field(default=True, metadata={"help": "Reject problems containing CJK characters."})
+    allowed_chars: str | None = field(
+        default=None, metadata={"help": "If set: reject problems with a character outside this set."}
+    )
+    decontaminate: Sequence[str] | None = field(
+        default=None, metadata={"help": "Texts of an evaluation set: reject variants sharing an n-gram."}
+    )
+    decontamination_ngram: int = field(default=8, metadata={"help": "Words per n-gram of decontaminate."})
 
-    workers: int = 4
-    max_queue: int = 1024
-    max_requeues: int = 1
-    inherit_metadata: bool = True
-    drain_in_after_step: bool = True
-    log_metrics: bool = True
-    seed: int | None = None
+    # ---------------------------------------------------------------- validation: ground truth for each variant
+    validator: Literal["self", "openai"] = field(
+        default="self",
+        metadata={
+            "help": "Shortcut when validators is None: 'self' (SelfConsistencyValidator, the policy "
+            "solves) or 'openai' (OpenAIValidator at validator_url)."
+        },
+    )
+    validators: Sequence[Validator] | None = field(
+        default=None, metadata={"help": "The validator chain (overrides validator)."}
+    )
+    validator_url: str | None = field(
+        default=None, metadata={"help": "validator='openai': base URL of an OpenAI-compatible endpoint."}
+    )
+    validator_model: str = field(
+        default="default", metadata={"help": "validator='openai': model name sent to the endpoint."}
+    )
+    validator_timeout: float = field(default=60.0, metadata={"help": "validator='openai': seconds per request."})
+    validator_max_retries: int = field(default=3, metadata={"help": "validator='openai': retries of a failed request."})
+    validator_concurrency: int = field(default=4, metadata={"help": "validator='openai': requests in flight at most."})
+    self_consistency_k: int = field(default=8, metadata={"help": "validator='self': solutions sampled per candidate."})
+    agreement: float = field(
+        default=0.5, metadata={"help": "validator='self': share of the k solutions the majority answer needs."}
+    )
+    solve_max_new_tokens: int = field(default=1024, metadata={"help": "validator='self': tokens per solution."})
+    solve_temperature: float = field(
+        default=1.0, metadata={"help": "validator='self': sampling temperature of solutions."}
+    )
+    solve_per_step: int = field(
+        default=64, metadata={"help": "Candidates the policy solves per step at most (0: none)."}
+    )
+    answer_extractor: Callable[[str], str | None] | None = field(
+        default=None, metadata={"help": "validator='self': solution text -> final answer (None: extract_answer)."}
+    )
+
+    # ---------------------------------------------------------------- queue and insertion: back-pressure
+    workers: int = field(default=4, metadata={"help": "Validation threads."})
+    max_queue: int = field(
+        default=1024,
+        metadata={"help": "Candidates held before a verdict at most; parents are skipped when it is full."},
+    )
+    max_requeues: int = field(
+        default=1, metadata={"help": "Retries of a candidate after a transient validator failure."}
+    )
+    inherit_metadata: bool = field(default=True, metadata={"help": "Children get their parent's metadata."})
+    drain_in_after_step: bool = field(
+        default=True, metadata={"help": "Drain the pool's inbox at the start of each after_step."}
+    )
+
+    # ---------------------------------------------------------------- checkpoints and logging
+    # (checkpoints carry the held candidates: Augmenter.state_dict / save, taken inside paused())
+    log_metrics: bool = field(default=True, metadata={"help": "Append aug/* metrics to the trainer's logged metrics."})
 
     def __post_init__(self) -> None:
-        if self.parents not in ("all", "band"):
-            raise ValueError(f"AugmentationConfig.parents: 'all' or 'band', got {self.parents!r}")
-        lo, hi = self.pass_rate_band
-        if not lo <= hi:
-            raise ValueError(f"AugmentationConfig.pass_rate_band: expected lo <= hi, got {self.pass_rate_band}")
-        self.pass_rate_band = (float(lo), float(hi))
-        for name in ("variants_per_parent", "every_n_steps", "max_new_tokens", "generation_batch_size", "workers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"AugmentationConfig.{name}: expected >= 1, got {getattr(self, name)}")
-        for name in ("max_per_step", "solve_per_step", "max_queue", "max_requeues"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"AugmentationConfig.{name}: expected >= 0, got {getattr(self, name)}")
-        if self.validator not in ("self", "openai"):
-            raise ValueError(f"AugmentationConfig.validator: 'self' or 'openai', got {self.validator!r}")
-        if self.validators is None and self.validator == "openai" and not self.validator_url:
-            raise ValueError("AugmentationConfig: validator='openai' needs validator_url")
-        if self.backend not in ("auto", "vllm", "transformers"):
-            raise ValueError(f"AugmentationConfig.backend: 'auto', 'vllm' or 'transformers', got {self.backend!r}")
+        def require(name: str, ok: Callable[[Any], bool], expected: str) -> None:
+            value = getattr(self, name)
+            try:
+                good = bool(ok(value))
+            except (TypeError, ValueError):
+                good = False
+            if not good:
+                raise InvalidInputError(f"AugmentationConfig.{name}: expected {expected}, got {value!r}")
+
+        require("parents", lambda v: v in ("all", "band"), "'all' or 'band'")
+        require("pass_rate_band", lambda v: len(v) == 2 and float(v[0]) <= float(v[1]), "(low, high) with low <= high")
+        self.pass_rate_band = (float(self.pass_rate_band[0]), float(self.pass_rate_band[1]))
+        for name in (
+            "variants_per_parent",
+            "every_n_steps",
+            "max_new_tokens",
+            "generation_batch_size",
+            "self_consistency_k",
+            "solve_max_new_tokens",
+            "validator_concurrency",
+            "decontamination_ngram",
+            "workers",
+        ):
+            require(name, lambda v: v >= 1, ">= 1")
+        for name in (
+            "max_per_step",
+            "min_chars",
+            "validator_max_retries",
+            "solve_per_step",
+            "max_queue",
+            "max_requeues",
+        ):
+            require(name, lambda v: v >= 0, ">= 0")
+        require("max_depth", lambda v: v is None or v >= 0, "None or >= 0")
+        require("temperature", lambda v: v >= 0, ">= 0")
+        require("solve_temperature", lambda v: v >= 0, ">= 0")
+        require("top_p", lambda v: 0 < v <= 1, "0 < top_p <= 1")
+        require("backend", lambda v: v in ("auto", "vllm", "transformers"), "'auto', 'vllm' or 'transformers'")
+        require("max_chars", lambda v: v >= self.min_chars, f">= min_chars ({self.min_chars})")
+        require("validator", lambda v: v in ("self", "openai"), "'self' or 'openai'")
+        require("validator_timeout", lambda v: v > 0, "> 0")
+        require("agreement", lambda v: 0 < v <= 1, "0 < agreement <= 1")
+        if self.validators is None and self.validator == "openai":
+            require("validator_url", bool, "a URL when validator='openai'")
 
     def sampling(self, step: int = 0) -> Sampling:
         stop = self.fmt.stops() if self.stop is None else tuple(self.stop)
@@ -275,9 +374,6 @@ class Augmenter:
         self._est_err = [0, 0.0, 0.0]  # pairs, sum of (actual - estimate), sum of |actual - estimate|
         self._difficulty = [0, 0.0]
         self._gauges: dict[str, float] = {}
-        self._taken: list[tuple[Candidate, Validator]] = []
-        self._solve_groups: list[list[Candidate]] = []
-        self._parents: list[tuple[int, Any, Any]] = []
         self.pool: Any = None
         if pool is not None:
             self.attach(pool)
@@ -326,7 +422,7 @@ class Augmenter:
                 self.dedup.add(self.builder.problem_of(self.decode(t)) for t in texts)
         self.dedup.add(c.problem for c in self.pipeline.accepted_pending())  # accepted, not in the pool yet
         for c in self.pipeline.held():
-            c.info["dedup_key"] = self.dedup.reserve(c.problem)
+            c.dedup_key = self.dedup.reserve(c.problem)
 
     def start(self) -> None:
         """Starts the validation threads (main process)."""
@@ -369,7 +465,8 @@ class Augmenter:
         (to measure the estimate error of augmented children).
         """
         dist = _Dist(getattr(trainer, "accelerator", None))
-        plan: list[tuple[str, list[str], Sampling, bool]] | None = None
+        plan = StepPlan()
+        calls: list[GenerationCall] | None = None
         if dist.is_main:
             pool = getattr(trainer, "heapa_pool", None) if trainer is not None else None
             if pool is not None and pool is not self.pool:
@@ -377,37 +474,40 @@ class Augmenter:
             try:
                 ids = np.asarray(parent_ids, dtype=np.uint64).reshape(-1)
                 self._begin_step(ids, scores, int(step))
-                plan = self._plan(ids, np.asarray(pass_rates, dtype=np.float64).reshape(-1), prompts, int(step))
+                plan = StepPlan(solves=self._plan_solutions())
+                rates = np.asarray(pass_rates, dtype=np.float64).reshape(-1)
+                plan = StepPlan(plan.solves, self._plan_variants(ids, rates, prompts, int(step)))
                 self._drain(int(step))
             except Exception:  # never leave the other ranks waiting at the broadcast below
                 logger.exception("heapa.augment: preparing this step's augmentation failed; skipping it")
                 self.counts["errors/plan"] += 1
-                self.pipeline.give_back(None, [c for c, _ in self._taken])
-                self._taken, self._solve_groups, self._parents = [], [], []
-                plan = []
+                self.pipeline.give_back(None, plan.taken())
+                plan = StepPlan()
+            calls = plan.calls
         collective = dist.world > 1 and self.backend is not None and bool(getattr(self.backend, "collective", False))
         if collective:
-            plan = dist.broadcast(plan)
+            calls = dist.broadcast(calls)
         elif not dist.is_main:
             return
-        results: list[Any] = []
-        failed = False
-        for kind, texts, sampling, add_special in plan or []:
+        results: list[list[list[Completion]] | None] | None = []
+        for call in calls or []:
             t0 = time.perf_counter()
             try:
-                results.append(self._generate(dist, texts, sampling, add_special, collective))
+                results.append(self._generate(dist, call, collective))
             except Exception:
                 if collective:
                     raise  # ranks would fall out of step
-                logger.exception("heapa.augment: generation failed (%s); skipping this step's augmentation", kind)
+                logger.exception(
+                    "heapa.augment: generation failed (%s); skipping this step's augmentation", call.purpose
+                )
                 self.counts["errors/generation"] += 1
-                failed = True
+                results = None
                 break
             finally:
-                key = "gen_seconds" if kind == "variants" else "solve_seconds"
+                key = "gen_seconds" if call.purpose == "variants" else "solve_seconds"
                 self._gauges[key] = self._gauges.get(key, 0.0) + time.perf_counter() - t0
         if dist.is_main:
-            self._ingest(plan or [], None if failed else results, int(step))
+            self._ingest(plan, results, int(step))
             if self.config.log_metrics and trainer is not None:
                 self.log_to(trainer)
 
@@ -453,44 +553,53 @@ class Augmenter:
         while len(self._estimates) > _MAX_TRACKED:
             self._estimates.popitem(last=False)
 
-    def _plan(
-        self, ids: np.ndarray, rates: np.ndarray, prompts: Sequence[Any] | None, step: int
-    ) -> list[tuple[str, list[str], Sampling, bool]]:
+    def _plan_solutions(self) -> tuple[SolveRequest, ...]:
+        """Policy solutions for candidates parked at a policy stage (they have waited longest), one
+        generate call per (validator, special-tokens) group."""
         cfg = self.config
-        plan: list[tuple[str, list[str], Sampling, bool]] = []
-        self._taken, self._solve_groups, self._parents = [], [], []
-        if self.backend is None or self.pool is None:
-            return plan
-        # 1. Policy solutions for candidates parked at a policy stage (they have waited longest).
-        if cfg.solve_per_step and self.pipeline.parked():
-            self._taken = self.pipeline.take_parked(cfg.solve_per_step)
-            groups: dict[tuple[str, bool], list[Candidate]] = {}
-            texts: dict[tuple[str, bool], list[str]] = {}
+        if self.backend is None or self.pool is None or not cfg.solve_per_step or not self.pipeline.parked():
+            return ()
+        taken = self.pipeline.take_parked(cfg.solve_per_step)
+        try:
+            groups: dict[tuple[str, bool], list[tuple[Candidate, str]]] = {}
             samplings: dict[tuple[str, bool], Sampling] = {}
-            for c, v in self._taken:
-                text, add_special = self.builder.render(self._child_prompt(c))
-                key = (v.name, add_special)
-                groups.setdefault(key, []).append(c)
-                texts.setdefault(key, []).append(text)
-                samplings[key] = getattr(v, "sampling", Sampling(n=8, max_new_tokens=cfg.solve_max_new_tokens))
-            for key, cands in groups.items():
-                self._solve_groups.append(cands)
-                plan.append(("solve", texts[key], samplings[key], key[1]))
-        # 2. Variants of this round's prompts.
+            for work in taken:
+                text, add_special = self.builder.render(self._child_prompt(work.candidate))
+                key = (work.validator.name, add_special)
+                groups.setdefault(key, []).append((work.candidate, text))
+                samplings[key] = getattr(
+                    work.validator, "sampling", Sampling(n=8, max_new_tokens=cfg.solve_max_new_tokens)
+                )
+            return tuple(
+                SolveRequest(
+                    tuple(c for c, _ in group),
+                    GenerationCall("solutions", tuple(t for _, t in group), samplings[key], key[1]),
+                )
+                for key, group in groups.items()
+            )
+        except Exception:
+            self.pipeline.give_back(None, [w.candidate for w in taken])
+            raise
+
+    def _plan_variants(
+        self, ids: np.ndarray, rates: np.ndarray, prompts: Sequence[Any] | None, step: int
+    ) -> VariantRequest | None:
+        """Variants of this round's prompts (``None`` when this step makes none)."""
+        cfg = self.config
+        if self.backend is None or self.pool is None:
+            return None
         if step % cfg.every_n_steps or cfg.max_per_step == 0 or not len(ids):
-            return plan
+            return None
         self.counts["steps"] += 1
         parents = self._choose_parents(ids, rates, prompts)
-        if parents:
-            texts_v = [self.builder.build(self.builder.problem_of(p)) for _, p, _ in parents]
-            plan.append(("variants", texts_v, cfg.sampling(step), self.builder.add_special_tokens))
-            self._parents = parents
-            self.counts["requested"] += len(parents) * cfg.variants_per_parent
-        return plan
+        if not parents:
+            return None
+        texts = tuple(self.builder.build(self.builder.problem_of(p.prompt)) for p in parents)
+        self.counts["requested"] += len(parents) * cfg.variants_per_parent
+        call = GenerationCall("variants", texts, cfg.sampling(step), self.builder.add_special_tokens)
+        return VariantRequest(tuple(parents), call)
 
-    def _choose_parents(
-        self, ids: np.ndarray, rates: np.ndarray, prompts: Sequence[Any] | None
-    ) -> list[tuple[int, Any, Any]]:
+    def _choose_parents(self, ids: np.ndarray, rates: np.ndarray, prompts: Sequence[Any] | None) -> list[Parent]:
         cfg = self.config
         m = cfg.variants_per_parent
         ok = np.isfinite(rates)
@@ -534,14 +643,13 @@ class Augmenter:
         else:
             parent_prompts = [self.decode(t) for t in self.pool.prompts(chosen)]
         metas = self.pool.metadata(chosen) if cfg.inherit_metadata else [None] * len(idx)
-        return list(zip(chosen.tolist(), parent_prompts, metas, strict=True))
+        return [Parent(*p) for p in zip(chosen.tolist(), parent_prompts, metas, strict=True)]
 
-    def _generate(
-        self, dist: _Dist, texts: list[str], sampling: Sampling, add_special: bool, collective: bool
-    ) -> list[Any] | None:
+    def _generate(self, dist: _Dist, call: GenerationCall, collective: bool) -> list[list[Completion]] | None:
         backend = self.backend
+        texts = list(call.texts)
         if not collective:
-            return backend.generate(texts, sampling, add_special_tokens=add_special)
+            return backend.generate(texts, call.sampling, add_special_tokens=call.add_special_tokens)
         # Every rank generates its shard; ranks of one tensor-parallel group share a shard.
         group = int(getattr(backend, "group_size", 1))
         n_shards = max(1, dist.world // group)
@@ -551,62 +659,60 @@ class Augmenter:
         real = len(mine)
         if per and real < per:  # equal work on every rank: ZeRO-3 forward passes are collective
             mine = mine + [texts[0]] * (per - real)
-        out = backend.generate(mine, sampling, add_special_tokens=add_special)[:real] if per else []
+        out = backend.generate(mine, call.sampling, add_special_tokens=call.add_special_tokens)[:real] if per else []
         gathered = dist.gather(out if dist.rank % group == 0 else None)
         if not dist.is_main:
             return None
         return [row for part in gathered if part is not None for row in part]
 
-    def _ingest(self, plan: list[Any], results: list[Any] | None, step: int) -> None:
-        solve_results: list[Any] = []
-        variant_result = None
-        if results is not None:
-            for (kind, *_), res in zip(plan, results, strict=False):
-                if kind == "solve":
-                    solve_results.append(res)
-                else:
-                    variant_result = res
-        # Policy solutions go back to their candidates (or the candidates wait for the next step).
-        for i, cands in enumerate(self._solve_groups):
-            if i < len(solve_results) and solve_results[i] is not None:
-                outs = {c.uid: [x.text for x in row] for c, row in zip(cands, solve_results[i], strict=True)}
-                self.counts["solved"] += len(cands)
-                self.pipeline.give_back(outs, cands)
+    def _ingest(self, plan: StepPlan, results: list[list[list[Completion]] | None] | None, step: int) -> None:
+        """Completions back to their requests; ``results``: one per ``plan.calls``, or ``None`` when
+        generation failed (the parked candidates wait for the next step, the variants are dropped)."""
+        # Policy solutions go back to their candidates.
+        for i, solve in enumerate(plan.solves):
+            rows = results[i] if results is not None else None
+            if rows is not None:
+                outs = {c.uid: [x.text for x in row] for c, row in zip(solve.candidates, rows, strict=True)}
+                self.counts["solved"] += len(solve.candidates)
+                self.pipeline.give_back(outs, solve.candidates)
             else:
-                self.pipeline.give_back(None, cands)
-        self._solve_groups = []
-        self._taken = []
-        if variant_result is None:
-            self._parents = []
+                self.pipeline.give_back(None, solve.candidates)
+        if plan.variants is None or results is None or results[-1] is None:
             return
-        cfg = self.config
         fresh: list[Candidate] = []
-        for (pid, prompt, meta), row in zip(self._parents, variant_result, strict=True):
-            parent_problem = self.builder.problem_of(prompt)
+        for parent, row in zip(plan.variants.parents, results[-1], strict=True):
+            parent_problem = self.builder.problem_of(parent.prompt)
             for comp in row:
-                self.counts["proposed"] += 1
-                res = parse_variant(
-                    comp.text, self.builder.fmt, cued=self.builder.cued, require_difficulty=cfg.require_difficulty
-                )
-                if not res.ok:
-                    self.counts["rejected/malformed"] += 1
-                    self.counts[f"malformed/{res.reason}"] += 1
-                    continue
-                self.counts["parsed"] += 1
-                self._difficulty[0] += 1
-                self._difficulty[1] += res.difficulty
-                c = Candidate(pid, prompt, res.problem, res.difficulty, step, parent_problem, metadata=meta)
-                c.info["child_prompt"] = self._child_prompt(c)
-                reason = self._filter(c)
-                if reason:
-                    self.counts[f"rejected/{reason}"] += 1
-                else:
+                c = self._candidate(parent, parent_problem, comp, step)
+                if c is not None:
                     fresh.append(c)
-        self._parents = []
         taken = self.pipeline.submit(fresh)
         for c in fresh[taken:]:  # only if the queue shrank under us (it cannot: workers only free room)
             self.counts["rejected/queue_full"] += 1
             self._settle(c, False)
+
+    def _candidate(self, parent: Parent, parent_problem: str, comp: Completion, step: int) -> Candidate | None:
+        """One completion parsed and filtered: a ``Candidate`` for the queue, or ``None`` (counted)."""
+        self.counts["proposed"] += 1
+        res = parse_variant(
+            comp.text, self.builder.fmt, cued=self.builder.cued, require_difficulty=self.config.require_difficulty
+        )
+        if not res.ok:
+            self.counts["rejected/malformed"] += 1
+            self.counts[f"malformed/{res.reason}"] += 1
+            return None
+        self.counts["parsed"] += 1
+        self._difficulty[0] += 1
+        self._difficulty[1] += res.difficulty
+        c = Candidate(
+            parent.id, parent.prompt, res.problem, res.difficulty, step, parent_problem, metadata=parent.metadata
+        )
+        c.child_prompt = self._child_prompt(c)
+        reason = self._filter(c)
+        if reason:
+            self.counts[f"rejected/{reason}"] += 1
+            return None
+        return c
 
     def _filter(self, c: Candidate) -> str:
         if not valid_text(c.problem):  # the pool could never store it (and the dedup hash cannot encode it)
@@ -619,7 +725,7 @@ class Augmenter:
             key = self.dedup.reserve(c.problem)
             if key is None:
                 return "duplicate"
-            c.info["dedup_key"] = key
+            c.dedup_key = key
         return ""
 
     # ------------------------------------------------------------------ pipeline callbacks (worker threads)
@@ -628,26 +734,26 @@ class Augmenter:
         return self.builder.make_child(c.parent_prompt, c.problem)
 
     def _on_change(self, c: Candidate) -> None:
-        c.info["child_prompt"] = self._child_prompt(c)
+        c.child_prompt = self._child_prompt(c)
 
     def _check_commit(self, c: Candidate) -> str | None:
         if not valid_text(self.encode(self._child_prompt(c))):  # what the inbox will store
             return "invalid_text"
         if self.dedup is None:
             return None
-        old = c.info.get("dedup_key")
+        old = c.dedup_key
         if old is not None and text_key(c.problem) == old:
             return None
         new = self.dedup.reserve(c.problem)  # a validator rewrote the problem: check the new text
         if new is None:
             return "duplicate"
         self.dedup.settle(old, False)
-        c.info["dedup_key"] = new
+        c.dedup_key = new
         return None
 
     def _settle(self, c: Candidate, accepted: bool) -> None:
         if self.dedup is not None:
-            self.dedup.settle(c.info.get("dedup_key"), accepted)
+            self.dedup.settle(c.dedup_key, accepted)
 
     def _on_result(self, c: Candidate, accepted: bool, reason: str) -> None:
         self._settle(c, accepted)

@@ -14,16 +14,17 @@ can be taken at the same instant (nothing lost, nothing inserted twice on resume
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._validators import Candidate, Validator, Verdict, valid_text
 
-__all__ = ["ValidationPipeline"]
+__all__ = ["ChainResult", "Outcome", "PolicyWork", "ValidationPipeline"]
 
 logger = logging.getLogger("heapa.augment")
 
@@ -32,6 +33,29 @@ STATE_VERSION = 1
 # What ``commit`` raises for a batch holding an item it can never take (the pool binding raises
 # InvalidInputError, a ValueError, or UnicodeEncodeError for text that is not valid UTF-8).
 _INPUT_ERRORS = (ValueError, TypeError)
+
+
+class PolicyWork(NamedTuple):
+    """A parked candidate and the validator whose stage needs policy completions for it."""
+
+    candidate: Candidate
+    validator: Validator
+
+
+class Outcome(enum.Enum):
+    """Where a candidate goes after a run of the validator chain."""
+
+    ACCEPT = "accept"  # every validator accepted: on to the commit check and the inbox
+    REJECT = "reject"  # a final rejection
+    RETRY = "retry"  # a transient failure: back to the queue (up to max_requeues)
+    PARK = "park"  # the next stage needs the policy: wait for the main process
+
+
+class ChainResult(NamedTuple):
+    """A run of the validator chain on one candidate: the outcome and the verdict that decided it."""
+
+    outcome: Outcome
+    verdict: Verdict | None = None
 
 
 class ValidationPipeline:
@@ -155,14 +179,14 @@ class ValidationPipeline:
         with self._cv:
             return len(self._parked)
 
-    def take_parked(self, max_items: int) -> list[tuple[Candidate, Validator]]:
+    def take_parked(self, max_items: int) -> list[PolicyWork]:
         """Parked candidates (oldest first) with the validator that needs policy completions for each."""
         with self._cv:
             out = []
             while self._parked and len(out) < max_items:
                 c = self._parked.popleft()
                 self._taken[c.uid] = c
-                out.append((c, self.validators[c.stage]))
+                out.append(PolicyWork(c, self.validators[c.stage]))
             return out
 
     def give_back(self, completions: dict[str, list[str]] | None, items: Sequence[Candidate]) -> None:
@@ -215,17 +239,17 @@ class ValidationPipeline:
                 c = self._queue.popleft()
                 self._inflight[c.uid] = c.to_dict()
             try:
-                outcome, verdict = self._run_chain(c)
+                result = self._run_chain(c)
             except Exception:  # a callback (on_change) failed: the worker must survive it
                 logger.exception("heapa.augment: validating candidate %s failed", c.uid)
-                outcome, verdict = "reject", Verdict.reject("exception")
+                result = ChainResult(Outcome.REJECT, Verdict.reject("exception"))
             with self._cv:
-                self._complete(c, outcome, verdict)
+                self._complete(c, result)
 
-    def _run_chain(self, c: Candidate) -> tuple[str, Verdict | None]:
+    def _run_chain(self, c: Candidate) -> ChainResult:
         while c.stage < len(self.validators):
             if self._next_needs_policy(c):
-                return "park", None
+                return ChainResult(Outcome.PARK)
             v = self.validators[c.stage]
             try:
                 verdict = v.validate(c)
@@ -235,7 +259,7 @@ class ValidationPipeline:
             if verdict.info:
                 c.info.update(verdict.info)
             if not verdict.accepted:
-                return ("retry" if verdict.retryable else "reject"), verdict
+                return ChainResult(Outcome.RETRY if verdict.retryable else Outcome.REJECT, verdict)
             changed = verdict.problem is not None and verdict.problem != c.problem
             if changed:
                 c.problem = verdict.problem
@@ -247,18 +271,19 @@ class ValidationPipeline:
                 self._on_change(c)
             c.stage += 1
         if not (valid_text(c.problem) and valid_text(c.answer)):
-            return "reject", Verdict.reject("invalid_text")  # e.g. a lone surrogate: the pool cannot store it
+            return ChainResult(Outcome.REJECT, Verdict.reject("invalid_text"))  # e.g. a lone surrogate
         if self.require_answer and not c.answer:
-            return "reject", Verdict.reject("no_answer")
-        return "accept", None
+            return ChainResult(Outcome.REJECT, Verdict.reject("no_answer"))
+        return ChainResult(Outcome.ACCEPT)
 
-    def _complete(self, c: Candidate, outcome: str, verdict: Verdict | None) -> None:
+    def _complete(self, c: Candidate, result: ChainResult) -> None:
+        outcome, verdict = result
         if self._inflight.pop(c.uid, None) is None:
             self.counts["late_results"] += 1  # abandoned at shutdown or reset: the snapshot was kept
             return
-        if outcome == "park":
+        if outcome is Outcome.PARK:
             self._route(c)
-        elif outcome == "retry":
+        elif outcome is Outcome.RETRY:
             if self._closing:
                 self._queue.appendleft(c)  # interrupted by shutdown: keep it, unjudged
             elif c.requeues < self.max_requeues:
@@ -267,7 +292,7 @@ class ValidationPipeline:
                 self._queue.append(c)
             else:
                 self._finish(c, False, verdict.reason if verdict else "error")
-        elif outcome == "reject":
+        elif outcome is Outcome.REJECT:
             self._finish(c, False, verdict.reason if verdict else "rejected")
         else:
             try:

@@ -68,7 +68,12 @@ def valid_text(s: Any) -> bool:
 
 @dataclass
 class Candidate:
-    """A parsed variant on its way through validation (JSON-serialisable, for checkpoints)."""
+    """A parsed variant on its way through validation (JSON-serialisable, for checkpoints).
+
+    Made from a ``ParseResult`` of one completion; validators return ``Verdict`` s that may rewrite
+    ``problem`` and set ``answer`` / ``difficulty``; an accepted candidate becomes a pool prompt (the
+    encoded ``child_prompt``, with ``answer``, ``parent_id``, ``difficulty`` and ``metadata``).
+    """
 
     parent_id: int
     parent_prompt: Any  # the parent's training prompt (text or chat messages)
@@ -78,18 +83,26 @@ class Candidate:
     parent_problem: str = ""
     answer: str | None = None
     metadata: Any = None  # stored with the child in the pool
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # validators' diagnostics (Verdict.info)
     policy_outputs: dict[str, list[str]] = field(default_factory=dict)
     stage: int = 0  # index of the next validator to run
     requeues: int = 0
     enqueued_at: float = field(default_factory=time.time)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    child_prompt: Any = None  # the training prompt the child will have (kept current as ``problem`` changes)
+    dedup_key: str | None = None  # the key the duplicate filter reserved for ``problem``
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))  # deep copy, and proves it is JSON-serialisable
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Candidate:
+        d = dict(d)
+        info = dict(d.get("info") or {})
+        for key in ("child_prompt", "dedup_key"):  # checkpoints before they were fields kept them in info
+            if key in info and d.get(key) is None:
+                d[key] = info.pop(key)
+        d["info"] = info
         return cls(**d)
 
 
@@ -316,7 +329,8 @@ class SelfConsistencyValidator:
             if texts is None:
                 raise RuntimeError(f"{self.name}: no policy solutions attached to candidate {candidate.uid}")
         else:
-            texts = list(self.solver(candidate.info.get("child_prompt", candidate.problem), self.k))
+            prompt = candidate.problem if candidate.child_prompt is None else candidate.child_prompt
+            texts = list(self.solver(prompt, self.k))
         answers = [self.extract(t) if isinstance(t, str) else None for t in texts]
         answer, votes = majority_answer(answers, self.equivalent)
         n = max(self.k, len(texts))
