@@ -11,14 +11,6 @@ pub struct Fenwick {
 }
 
 impl Fenwick {
-    pub fn len(&self) -> usize {
-        self.w.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.w.is_empty()
-    }
-
     pub fn bytes(&self) -> usize {
         (self.tree.capacity() + self.w.capacity()) * 8
     }

@@ -7,12 +7,17 @@ compile_error!("heapa-core's snapshot format assumes a little-endian target");
 
 pub mod config;
 pub mod error;
-pub mod fenwick;
+mod evict;
+mod fenwick;
 pub mod inbox;
-pub mod lineage;
+mod keys;
+mod lineage;
+mod partitions;
 pub mod payload;
-pub mod pool;
-pub mod rng;
+mod pool;
+mod rng;
+mod sample;
+mod slots;
 pub mod snapshot;
 
 pub use config::{
@@ -22,4 +27,5 @@ pub use config::{
 pub use error::{CoreError, Result};
 pub use inbox::{Inbox, InboxItem};
 pub use lineage::Lineage;
-pub use pool::{NewPrompt, Pool, Records, State, Stats, NO_PARENT};
+pub use pool::{child_estimate, Counters, NewPrompt, Pool, Records, Stats};
+pub use slots::{State, NO_PARENT};

@@ -10,10 +10,9 @@
 
 use crate::config::{Direction, RefreshMode, RefreshParams, Scope};
 use crate::error::Result;
-use std::collections::BTreeSet;
-
-use crate::config::Boundary;
-use crate::pool::{key_score, key_slot, Key, Pool, State, HAS_SCORE, NO_PARENT};
+use crate::keys::store_score;
+use crate::pool::Pool;
+use crate::slots::{State, HAS_SCORE, NO_PARENT};
 
 /// Topology of a batch of prompts.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -98,7 +97,7 @@ impl Pool {
                     _ => false,
                 };
                 if writable {
-                    updates.push((slot, crate::pool::store_score(v)));
+                    updates.push((slot, store_score(v)));
                 }
                 Some(v)
             } else {
@@ -122,100 +121,17 @@ impl Pool {
             }
         }
         let count = updates.len();
-        let placed = self.hard.len() + self.easy.len() + self.archive.len();
+        let placed = self.parts.scored() + self.parts.archive.len();
         if bulk.unwrap_or(count * 8 >= placed) {
-            self.rescore_all(&updates);
+            self.parts.rescore_all(&mut self.slots, &updates);
         } else {
             for (slot, v) in updates {
-                self.rescore(slot, v);
+                self.parts.rescore(&mut self.slots, slot, v);
             }
         }
-        self.rebalance();
+        self.parts.rebalance(&mut self.slots);
         self.counters.refreshes += 1;
         count
-    }
-
-    /// Changes a held prompt's score, keeping its ordered set consistent.
-    fn rescore(&mut self, slot: u32, v: f32) {
-        let s = slot as usize;
-        let old = self.slot_key(slot);
-        match self.state(slot) {
-            State::Archived => {
-                self.archive.remove(&old);
-                self.slots.score[s] = v;
-                self.archive.insert(self.slot_key(slot));
-            }
-            State::Hard | State::Easy => {
-                if !self.hard.remove(&old) {
-                    self.easy.remove(&old);
-                }
-                self.slots.score[s] = v;
-                self.place_scored(slot);
-            }
-            _ => self.slots.score[s] = v,
-        }
-    }
-
-    /// Bulk `rescore` for a large share of the pool: new keys are sorted
-    /// once and merged with the unchanged ones, and the sets are rebuilt from
-    /// sorted input (O(n)) instead of paying a random B-tree remove + insert
-    /// per prompt.
-    fn rescore_all(&mut self, updates: &[(u32, f32)]) {
-        let mut changed = vec![false; self.slots.len()];
-        let (mut scored, mut archived): (Vec<Key>, Vec<Key>) = (Vec::new(), Vec::new());
-        for &(slot, v) in updates {
-            let st = self.state(slot);
-            self.slots.score[slot as usize] = v;
-            match st {
-                State::Hard | State::Easy => scored.push(self.slot_key(slot)),
-                State::Archived => archived.push(self.slot_key(slot)),
-                _ => continue,
-            }
-            changed[slot as usize] = true;
-        }
-        // Sized up front: these run to millions of keys, and growing by
-        // doubling would copy them several times.
-        let kept = |sets: [BTreeSet<Key>; 2]| -> Vec<Key> {
-            let mut v = Vec::with_capacity(sets[0].len() + sets[1].len());
-            for set in sets {
-                v.extend(set.into_iter().filter(|&k| !changed[key_slot(k) as usize]));
-            }
-            v
-        };
-        // Every hard key is below every easy key, so hard ++ easy is sorted.
-        let live = kept([
-            std::mem::take(&mut self.hard),
-            std::mem::take(&mut self.easy),
-        ]);
-        let live = merge_sorted(live, scored);
-        let archive = merge_sorted(
-            kept([std::mem::take(&mut self.archive), BTreeSet::new()]),
-            archived,
-        );
-        self.archive = archive.into_iter().collect();
-        let split = match self.cfg.boundary {
-            Boundary::Absolute => {
-                let t = self.target_score();
-                live.partition_point(|&k| key_score(k) < t)
-            }
-            Boundary::Quantile => self.quantile_split(live.len()),
-        };
-        for (i, &k) in live.iter().enumerate() {
-            let st = if i < split { State::Hard } else { State::Easy };
-            self.slots.state[key_slot(k) as usize] = st as u8;
-        }
-        self.easy = live[split..].iter().copied().collect();
-        self.hard = live[..split].iter().copied().collect();
-        if self.weights.is_some() {
-            for &(slot, _) in updates {
-                if changed[slot as usize] && self.state(slot) != State::Archived {
-                    let w = self.priority_of(slot);
-                    if let Some(f) = self.weights.as_mut() {
-                        f.set(slot as usize, w);
-                    }
-                }
-            }
-        }
     }
 
     /// Parent, depth, child count and descendant-leaf count of each id.
@@ -262,23 +178,4 @@ struct Acc {
     wv: f64,
     /// Descendant leaves (0 while no child has been seen: a leaf).
     leaves: f64,
-}
-
-/// Merges a sorted vector with an unsorted one (sorted here).
-fn merge_sorted(a: Vec<Key>, mut b: Vec<Key>) -> Vec<Key> {
-    b.sort_unstable();
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if a[i] < b[j] {
-            out.push(a[i]);
-            i += 1;
-        } else {
-            out.push(b[j]);
-            j += 1;
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }

@@ -45,11 +45,12 @@ use crate::config::{
 };
 use crate::error::{CoreError, Result};
 use crate::inbox::InboxItem;
+use crate::keys::{key_slot, Key};
+use crate::partitions::Partitions;
 use crate::payload;
-use crate::pool::{
-    key_score, Counters, Pool, Slots, State, ESTIMATED, HAS_SCORE, NO_PARENT, NO_STEP,
-};
+use crate::pool::{Counters, Pool};
 use crate::rng::Rng;
+use crate::slots::{Slots, State, ESTIMATED, HAS_SCORE, NO_PARENT, NO_STEP};
 
 pub const MAGIC: &[u8; 8] = b"HEAPASNP";
 pub const FORMAT_VERSION: u32 = 2;
@@ -147,7 +148,7 @@ impl Pool {
             c.orphaned,
             c.drained,
             self.next_seq,
-            self.in_flight,
+            self.parts.in_flight,
             self.step,
             self.grave_gen,
             inbox_counts.0,
@@ -309,9 +310,10 @@ impl Pool {
     /// The live cooling entries (stale ones are an implementation detail).
     fn put_cooling(&self, w: &mut impl Sink) {
         let live: Vec<_> = self
+            .parts
             .cooling
             .iter()
-            .filter(|&&(_, seq, slot)| self.cooling_entry_live(seq, slot))
+            .filter(|&&(_, seq, slot)| Partitions::cooling_entry_live(&self.slots, seq, slot))
             .collect();
         w.u64(live.len() as u64);
         for &&(ready, seq, slot) in &live {
@@ -792,67 +794,45 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
     pool.payload_total = slots.payload.iter().flatten().map(|b| b.len() as u64).sum();
     pool.slots = slots;
     pool.free = free;
-    pool.in_flight = in_flight;
-    if let Some(f) = pool.weights.as_mut() {
-        for _ in 0..n {
-            f.push_zero();
+    // The partitions are rebuilt from the columns through the path a bulk
+    // refresh takes, after checking that the stored split is the one the
+    // configuration gives.
+    let (mut live, mut archived, mut cold) = (Vec::new(), Vec::new(), Vec::new());
+    for slot in 0..n as u32 {
+        match pool.slots.state(slot) {
+            State::Cold => cold.push((pool.slots.seq[slot as usize], slot)),
+            State::Hard | State::Easy => live.push(pool.slots.key(slot)),
+            State::Archived => archived.push(pool.slots.key(slot)),
+            State::InFlight | State::Free => {}
         }
     }
-    let mut hard = Vec::new();
-    let mut easy = Vec::new();
-    let mut archive = Vec::new();
-    let mut cold = Vec::new();
-    for i in 0..n {
-        let slot = i as u32;
-        let k = pool.slot_key(slot);
-        match pool.state(slot) {
-            State::Cold => cold.push((pool.slots.seq[i], slot)),
-            State::Hard => hard.push(k),
-            State::Easy => easy.push(k),
-            State::Archived => archive.push(k),
-            _ => {}
-        }
+    live.sort_unstable();
+    archived.sort_unstable();
+    let split = pool.parts.split_point(&live);
+    let stored_hard = |k: Key| pool.slots.state(key_slot(k)) == State::Hard;
+    if live
+        .iter()
+        .enumerate()
+        .any(|(i, &k)| stored_hard(k) != (i < split))
+    {
+        return Err(corrupt(match pool.cfg.boundary {
+            Boundary::Absolute => "hard/easy split does not match the absolute boundary (target)",
+            Boundary::Quantile => "hard/easy split does not match the configured quantile",
+        }));
     }
-    pool.cold = cold.into_iter().collect::<BTreeSet<_>>();
-    pool.hard = hard.iter().copied().collect();
-    pool.easy = easy.iter().copied().collect();
-    pool.archive = archive.into_iter().collect();
-    if pool.weights.is_some() {
-        for &k in hard.iter().chain(easy.iter()) {
-            let slot = crate::pool::key_slot(k);
-            let w = pool.priority_of(slot);
-            if let Some(f) = pool.weights.as_mut() {
-                f.set(slot as usize, w);
-            }
-        }
+    for _ in 0..n {
+        pool.parts.grow();
     }
-    if let (Some(h), Some(e)) = (pool.hard.last(), pool.easy.first()) {
-        if h > e {
-            return Err(corrupt("hard and easy sides overlap"));
-        }
-    }
-    let (h, e) = (pool.hard.len(), pool.easy.len());
-    pool.rebalance();
-    if pool.hard.len() != h || pool.easy.len() != e {
-        return Err(corrupt(
-            "hard/easy split does not match the configured boundary",
-        ));
-    }
-    if pool.cfg.boundary == Boundary::Absolute {
-        let t = pool.target_score();
-        let hard_ok = pool.hard.last().is_none_or(|&k| key_score(k) < t);
-        let easy_ok = pool.easy.first().is_none_or(|&k| key_score(k) >= t);
-        if !(hard_ok && easy_ok) {
-            return Err(corrupt(
-                "hard/easy split does not match the absolute boundary (target)",
-            ));
-        }
-    }
+    pool.parts.cold = cold.into_iter().collect();
+    pool.parts.in_flight = in_flight;
+    pool.parts.rebuild(&mut pool.slots, live, archived);
     // Every archived prompt of a revisit-interval pool is cooling, once.
     let mut cooled = vec![false; n];
     for &(_, seq, slot) in &cooling {
         let s = slot as usize;
-        if s >= n || !pool.cooling_entry_live(seq, slot) || std::mem::replace(&mut cooled[s], true)
+        if s >= n
+            || !Partitions::cooling_entry_live(&pool.slots, seq, slot)
+            || std::mem::replace(&mut cooled[s], true)
         {
             return Err(corrupt(format!(
                 "cooling entry for slot {slot} does not match an archived prompt"
@@ -860,7 +840,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         }
     }
     let expected = if pool.cfg.revisit_fraction > 0.0 {
-        pool.archive.len()
+        pool.parts.archive.len()
     } else {
         0
     };
@@ -870,7 +850,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
             cooling.len()
         )));
     }
-    pool.cooling = cooling;
+    pool.parts.cooling = cooling;
     pool.log = log;
     check_history(&pool)?;
     pool.pending = pending;
@@ -967,7 +947,7 @@ fn check_history(pool: &Pool) -> Result<()> {
     let drawn = c
         .reported
         .checked_add(c.released)
-        .and_then(|x| x.checked_add(pool.in_flight));
+        .and_then(|x| x.checked_add(pool.parts.in_flight));
     let bounded = [c.estimated, c.orphaned, c.drained]
         .iter()
         .all(|&x| x <= c.added)
@@ -975,7 +955,7 @@ fn check_history(pool: &Pool) -> Result<()> {
     if in_pool != Some(c.added) || drawn != Some(c.sampled) || !bounded {
         return Err(corrupt(format!(
             "snapshot counters do not add up (added {}, held {held}, evicted {}, dropped {}; sampled {}, reported {}, released {}, in flight {})",
-            c.added, c.evicted, c.dropped, c.sampled, c.reported, c.released, pool.in_flight
+            c.added, c.evicted, c.dropped, c.sampled, c.reported, c.released, pool.parts.in_flight
         )));
     }
     Ok(())

@@ -205,19 +205,7 @@ fn payloads_from(
 }
 
 fn state_from_name(v: &Bound<'_, PyAny>) -> PyResult<State> {
-    let s = convert::name_arg(v, "state")?;
-    Ok(match s.as_str() {
-        "cold" => State::Cold,
-        "hard" => State::Hard,
-        "easy" => State::Easy,
-        "in_flight" => State::InFlight,
-        "archived" => State::Archived,
-        _ => {
-            return Err(invalid(format!(
-            "state: expected one of ['cold', 'hard', 'easy', 'in_flight', 'archived'], got {s:?}"
-        )))
-        }
-    })
+    State::parse(&convert::name_arg(v, "state")?).py_err()
 }
 
 /// The engine object behind `heapa.Pool`. Thread-safe: one lock around the

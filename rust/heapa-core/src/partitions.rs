@@ -1,0 +1,431 @@
+//! Where every held prompt is: the cold queue, the hard and easy sides, the
+//! archive, the cooling set, in flight, and the sampling weights.
+//!
+//! `Partitions` is the only code that changes a slot's state; every move
+//! keeps the sets, the state column, the weights and the in-flight count in
+//! agreement, and `rebalance` restores the hard/easy split. Bulk changes
+//! (a lineage refresh touching much of the pool, loading a snapshot) go
+//! through one path, [`Partitions::rebuild`], which builds the sets from
+//! sorted keys in O(n).
+
+use std::collections::BTreeSet;
+
+use crate::config::{Boundary, Config, Sampling};
+use crate::fenwick::Fenwick;
+use crate::keys::{key_score, key_slot, store_score, Key};
+use crate::slots::{Slots, State};
+
+/// Where hard ends and easy begins.
+#[derive(Clone, Copy, Debug)]
+enum Split {
+    /// The `q` quantile of scored prompts: hard = the round(q·s) lowest keys.
+    Quantile(f64),
+    /// Scores below the target (normalised) are hard.
+    Absolute(f32),
+}
+
+/// Sampling weight of a scored prompt (uniform / prioritized modes only).
+#[derive(Clone, Copy, Debug)]
+enum Weight {
+    Uniform,
+    /// ((1 − pass rate) + ε)^(1/T): harder prompts are drawn more often.
+    Prioritized {
+        epsilon: f64,
+        inv_temperature: f64,
+    },
+}
+
+impl Weight {
+    fn of(self, score: f32) -> f64 {
+        match self {
+            Weight::Uniform => 1.0,
+            Weight::Prioritized {
+                epsilon,
+                inv_temperature,
+            } => {
+                let p = (f64::from(score) + 1.0) * 0.5;
+                ((1.0 - p) + epsilon).powf(inv_temperature)
+            }
+        }
+    }
+}
+
+pub(crate) struct Partitions {
+    split: Split,
+    weight: Weight,
+    /// Unscored prompts, FIFO by insertion sequence.
+    pub cold: BTreeSet<(u64, u32)>,
+    pub hard: BTreeSet<Key>,
+    pub easy: BTreeSet<Key>,
+    /// Reported prompts waiting for on-drain reinsertion or cooling down
+    /// (ordered by score: they are eviction candidates).
+    pub archive: BTreeSet<Key>,
+    /// Archived prompts sitting out `revisit_fraction`: (drawable once
+    /// `sampled` reaches this, seq, slot). Entries whose prompt left the
+    /// archive or was retrained are stale and skipped.
+    pub cooling: BTreeSet<(u64, u64, u32)>,
+    /// Sampling weights of hard and easy prompts (uniform / prioritized only).
+    pub weights: Option<Fenwick>,
+    pub in_flight: u64,
+}
+
+impl Partitions {
+    pub fn new(cfg: &Config) -> Partitions {
+        let split = match cfg.boundary {
+            Boundary::Quantile => Split::Quantile(cfg.low_fraction),
+            Boundary::Absolute => Split::Absolute(store_score(cfg.normalize(cfg.target))),
+        };
+        let weight = match cfg.sampling {
+            Sampling::Prioritized => Weight::Prioritized {
+                epsilon: cfg.priority_epsilon,
+                inv_temperature: 1.0 / cfg.priority_temperature,
+            },
+            _ => Weight::Uniform,
+        };
+        let weighted = matches!(cfg.sampling, Sampling::Uniform | Sampling::Prioritized);
+        Partitions {
+            split,
+            weight,
+            cold: BTreeSet::new(),
+            hard: BTreeSet::new(),
+            easy: BTreeSet::new(),
+            archive: BTreeSet::new(),
+            cooling: BTreeSet::new(),
+            weights: weighted.then(Fenwick::default),
+            in_flight: 0,
+        }
+    }
+
+    /// Scored prompts that can be drawn (hard + easy).
+    pub fn scored(&self) -> usize {
+        self.hard.len() + self.easy.len()
+    }
+
+    /// Prompts that can be drawn (cold + hard + easy).
+    pub fn live(&self) -> usize {
+        self.cold.len() + self.scored()
+    }
+
+    /// Makes room for a new slot's weight.
+    pub fn grow(&mut self) {
+        if let Some(f) = self.weights.as_mut() {
+            f.push_zero();
+        }
+    }
+
+    // ---- single moves -----------------------------------------------------------
+
+    pub fn place_cold(&mut self, slots: &mut Slots, slot: u32) {
+        self.cold.insert((slots.seq[slot as usize], slot));
+        slots.state[slot as usize] = State::Cold as u8;
+    }
+
+    /// Puts a scored slot into the hard or easy side (the caller rebalances).
+    pub fn place_scored(&mut self, slots: &mut Slots, slot: u32) {
+        let k = slots.key(slot);
+        let to_hard = match self.split {
+            Split::Absolute(t) => key_score(k) < t,
+            // Up to the easy side's first key it is hard: every hard key stays
+            // below every easy key, and `rebalance` restores the split.
+            Split::Quantile(_) => self.easy.first().is_none_or(|&e| k <= e),
+        };
+        let st = if to_hard {
+            self.hard.insert(k);
+            State::Hard
+        } else {
+            self.easy.insert(k);
+            State::Easy
+        };
+        slots.state[slot as usize] = st as u8;
+        self.set_weight(slots, slot);
+    }
+
+    pub fn place_archived(&mut self, slots: &mut Slots, slot: u32) {
+        self.archive.insert(slots.key(slot));
+        slots.state[slot as usize] = State::Archived as u8;
+    }
+
+    /// Archives a just-trained prompt until `sampled` reaches `ready`.
+    pub fn cool(&mut self, slots: &mut Slots, slot: u32, ready: u64) {
+        self.place_archived(slots, slot);
+        self.cooling.insert((ready, slots.seq[slot as usize], slot));
+    }
+
+    /// Whether a cooling entry still describes its prompt.
+    pub fn cooling_entry_live(slots: &Slots, seq: u64, slot: u32) -> bool {
+        slots.state(slot) == State::Archived && slots.seq[slot as usize] == seq
+    }
+
+    /// Returns cooled-down prompts to the heaps before a draw of `k`
+    /// (`sampled` prompts drawn so far); when fewer than `k` prompts are
+    /// drawable, the earliest-ready ones come back early rather than leave
+    /// the batch short.
+    pub fn release_cooled(&mut self, slots: &mut Slots, sampled: u64, k: usize) {
+        while let Some(&(ready, seq, slot)) = self.cooling.first() {
+            if ready > sampled && self.live() >= k {
+                break;
+            }
+            self.cooling.pop_first();
+            if Self::cooling_entry_live(slots, seq, slot) {
+                self.archive.remove(&slots.key(slot));
+                self.place_scored(slots, slot);
+            }
+        }
+        self.rebalance(slots);
+    }
+
+    /// Empties the archive (and the cooling set), returning its slots from
+    /// the hardest; they are unplaced, waiting to be placed again.
+    pub fn take_archive(&mut self, slots: &mut Slots) -> Vec<u32> {
+        self.cooling.clear();
+        let keys = std::mem::take(&mut self.archive);
+        keys.into_iter()
+            .map(|k| {
+                let slot = key_slot(k);
+                slots.state[slot as usize] = State::Free as u8; // transient: placed by the caller
+                slot
+            })
+            .collect()
+    }
+
+    /// The oldest cold prompt, now in flight.
+    pub fn pop_cold(&mut self, slots: &mut Slots) -> Option<u32> {
+        let (_, slot) = self.cold.pop_first()?;
+        slots.state[slot as usize] = State::InFlight as u8;
+        self.in_flight += 1;
+        Some(slot)
+    }
+
+    /// Moves hard or easy slots to in flight (already-taken slots are skipped).
+    pub fn take_scored(&mut self, slots: &mut Slots, picks: &[u32]) {
+        for &s in picks {
+            if matches!(slots.state(s), State::Hard | State::Easy) {
+                self.unplace(slots, s);
+                slots.state[s as usize] = State::InFlight as u8;
+                self.in_flight += 1;
+            }
+        }
+    }
+
+    /// An in-flight prompt comes back (reported or released): unplaced,
+    /// waiting for the caller to place it.
+    pub fn land(&mut self, slots: &mut Slots, slot: u32) {
+        debug_assert_eq!(slots.state(slot), State::InFlight);
+        self.in_flight -= 1;
+        slots.state[slot as usize] = State::Free as u8; // transient: placed by the caller
+    }
+
+    /// Takes a slot out of the pool for good (eviction or drop).
+    pub fn remove(&mut self, slots: &mut Slots, slot: u32) {
+        self.unplace(slots, slot);
+        slots.state[slot as usize] = State::Free as u8;
+    }
+
+    /// Changes a placed prompt's score, keeping its set consistent (the
+    /// caller rebalances).
+    pub fn rescore(&mut self, slots: &mut Slots, slot: u32, v: f32) {
+        let s = slot as usize;
+        match slots.state(slot) {
+            State::Archived => {
+                self.archive.remove(&slots.key(slot));
+                slots.score[s] = v;
+                self.archive.insert(slots.key(slot));
+            }
+            State::Hard | State::Easy => {
+                self.unplace(slots, slot);
+                slots.score[s] = v;
+                self.place_scored(slots, slot);
+            }
+            _ => slots.score[s] = v,
+        }
+    }
+
+    /// Takes a slot out of whatever set holds it (its state is left stale).
+    fn unplace(&mut self, slots: &Slots, slot: u32) {
+        let k = slots.key(slot);
+        match slots.state(slot) {
+            State::Cold => {
+                self.cold.remove(&(slots.seq[slot as usize], slot));
+            }
+            State::Hard => {
+                self.hard.remove(&k);
+            }
+            State::Easy => {
+                self.easy.remove(&k);
+            }
+            State::Archived => {
+                self.archive.remove(&k);
+            }
+            State::InFlight => self.in_flight -= 1,
+            State::Free => {}
+        }
+        if let Some(f) = self.weights.as_mut() {
+            f.set(slot as usize, 0.0);
+        }
+    }
+
+    fn set_weight(&mut self, slots: &Slots, slot: u32) {
+        let w = self.weight.of(slots.score[slot as usize]);
+        if let Some(f) = self.weights.as_mut() {
+            f.set(slot as usize, w);
+        }
+    }
+
+    // ---- the split --------------------------------------------------------------
+
+    /// How many of `live` (sorted scored keys) are hard.
+    pub fn split_point(&self, live: &[Key]) -> usize {
+        match self.split {
+            Split::Quantile(q) => quantile_count(q, live.len()),
+            Split::Absolute(t) => live.partition_point(|&k| key_score(k) < t),
+        }
+    }
+
+    /// The absolute boundary (normalised), if that is the split rule.
+    pub fn target(&self) -> Option<f32> {
+        match self.split {
+            Split::Absolute(t) => Some(t),
+            Split::Quantile(_) => None,
+        }
+    }
+
+    /// Restores the exact quantile split: hard = the round(q·s) lowest keys
+    /// (under an absolute boundary every placement is already final).
+    pub fn rebalance(&mut self, slots: &mut Slots) {
+        let Split::Quantile(q) = self.split else {
+            return;
+        };
+        let target = quantile_count(q, self.scored());
+        while self.hard.len() > target {
+            let k = self.hard.pop_last().expect("non-empty");
+            self.easy.insert(k);
+            slots.state[key_slot(k) as usize] = State::Easy as u8;
+        }
+        while self.hard.len() < target {
+            let k = self.easy.pop_first().expect("non-empty");
+            self.hard.insert(k);
+            slots.state[key_slot(k) as usize] = State::Hard as u8;
+        }
+    }
+
+    // ---- bulk -------------------------------------------------------------------
+
+    /// Rebuilds the hard/easy sides and the archive from sorted keys (O(n)):
+    /// `live` are every drawable scored prompt, `archived` every archived
+    /// one. States and weights of the live prompts follow the split.
+    pub fn rebuild(&mut self, slots: &mut Slots, live: Vec<Key>, archived: Vec<Key>) {
+        let split = self.split_point(&live);
+        for (i, &k) in live.iter().enumerate() {
+            let st = if i < split { State::Hard } else { State::Easy };
+            slots.state[key_slot(k) as usize] = st as u8;
+        }
+        for &k in &archived {
+            slots.state[key_slot(k) as usize] = State::Archived as u8;
+        }
+        if self.weights.is_some() {
+            for &k in &live {
+                self.set_weight(slots, key_slot(k));
+            }
+        }
+        self.easy = live[split..].iter().copied().collect();
+        self.hard = live[..split].iter().copied().collect();
+        self.archive = archived.into_iter().collect();
+    }
+
+    /// Bulk [`Self::rescore`] for a large share of the pool: new keys are
+    /// sorted once and merged with the unchanged ones, then the sets are
+    /// rebuilt, instead of a random B-tree remove + insert per prompt.
+    pub fn rescore_all(&mut self, slots: &mut Slots, updates: &[(u32, f32)]) {
+        let mut changed = vec![false; slots.len()];
+        let (mut scored, mut archived): (Vec<Key>, Vec<Key>) = (Vec::new(), Vec::new());
+        for &(slot, v) in updates {
+            let st = slots.state(slot);
+            slots.score[slot as usize] = v;
+            match st {
+                State::Hard | State::Easy => scored.push(slots.key(slot)),
+                State::Archived => archived.push(slots.key(slot)),
+                _ => continue,
+            }
+            changed[slot as usize] = true;
+        }
+        // Sized up front: these run to millions of keys, and growing by
+        // doubling would copy them several times.
+        let kept = |sets: [BTreeSet<Key>; 2]| -> Vec<Key> {
+            let mut v = Vec::with_capacity(sets[0].len() + sets[1].len());
+            for set in sets {
+                v.extend(set.into_iter().filter(|&k| !changed[key_slot(k) as usize]));
+            }
+            v
+        };
+        // Every hard key is below every easy key, so hard ++ easy is sorted.
+        let live = kept([
+            std::mem::take(&mut self.hard),
+            std::mem::take(&mut self.easy),
+        ]);
+        let archive = kept([std::mem::take(&mut self.archive), BTreeSet::new()]);
+        self.rebuild(
+            slots,
+            merge_sorted(live, scored),
+            merge_sorted(archive, archived),
+        );
+    }
+
+    /// Bytes of the sets and weights. B-tree overhead is estimated from std's
+    /// node layout (11 keys per node at roughly 70% fill).
+    pub fn memory_bytes(&self) -> usize {
+        (self.scored() + self.archive.len() + self.cold.len()) * 26
+            + self.cooling.len() * 40
+            + self.weights.as_ref().map_or(0, Fenwick::bytes)
+    }
+
+    /// Panics if the sets disagree with the state column (tests; O(n)).
+    pub fn check(&self, slots: &Slots, revisit: bool) {
+        if let Split::Quantile(q) = self.split {
+            assert_eq!(self.hard.len(), quantile_count(q, self.scored()));
+        }
+        if let (Some(h), Some(e)) = (self.hard.last(), self.easy.first()) {
+            assert!(h < e);
+        }
+        let mut counts = [0usize; 6];
+        for s in 0..slots.len() {
+            counts[slots.state[s] as usize] += 1;
+        }
+        assert_eq!(counts[State::Cold as usize], self.cold.len());
+        assert_eq!(counts[State::Hard as usize], self.hard.len());
+        assert_eq!(counts[State::Easy as usize], self.easy.len());
+        assert_eq!(counts[State::Archived as usize], self.archive.len());
+        assert_eq!(counts[State::InFlight as usize] as u64, self.in_flight);
+        if revisit {
+            let live = self
+                .cooling
+                .iter()
+                .filter(|&&(_, q, s)| Self::cooling_entry_live(slots, q, s))
+                .count();
+            assert_eq!(live, self.archive.len(), "every archived prompt is cooling");
+        }
+    }
+}
+
+/// round(q·s): how many of `s` scored prompts the hard side holds.
+fn quantile_count(q: f64, s: usize) -> usize {
+    (q * s as f64 + 0.5).floor() as usize
+}
+
+/// Merges a sorted vector with an unsorted one (sorted here).
+fn merge_sorted(a: Vec<Key>, mut b: Vec<Key>) -> Vec<Key> {
+    b.sort_unstable();
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] < b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}

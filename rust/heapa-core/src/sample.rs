@@ -1,0 +1,137 @@
+//! Drawing a batch: cold prompts first (FIFO), then by the sampling mode.
+
+use crate::config::{Reinsert, Sampling};
+use crate::keys::{key_score, key_slot, DescRuns};
+use crate::pool::Pool;
+
+impl Pool {
+    /// Draws up to `k` prompts: cold first (FIFO), then by the sampling mode.
+    /// Drawn prompts are in flight until reported or released.
+    pub fn sample(&mut self, k: usize) -> Vec<u64> {
+        if k == 0 {
+            return Vec::new();
+        }
+        if self.cfg.revisit_fraction > 0.0 {
+            self.parts
+                .release_cooled(&mut self.slots, self.counters.sampled, k);
+        }
+        let live = self.parts.live();
+        if self.cfg.reinsert == Reinsert::OnDrain && live < k && !self.parts.archive.is_empty() {
+            self.reinsert_archive();
+        }
+        let mut chosen: Vec<u32> = Vec::with_capacity(k.min(live + self.parts.archive.len()));
+        while chosen.len() < k {
+            match self.parts.pop_cold(&mut self.slots) {
+                Some(slot) => chosen.push(slot),
+                None => break,
+            }
+        }
+        let need = k - chosen.len();
+        let scored = self.parts.scored();
+        if need > 0 && scored > 0 {
+            let picks = if need >= scored {
+                let p = &self.parts;
+                p.hard
+                    .iter()
+                    .chain(p.easy.iter())
+                    .map(|&k| key_slot(k))
+                    .collect()
+            } else {
+                match self.cfg.sampling {
+                    Sampling::Medium => self.pick_medium(need),
+                    Sampling::Mixed => {
+                        let mut easiest: Vec<u32> = DescRuns::new(&self.parts.easy)
+                            .chain(DescRuns::new(&self.parts.hard))
+                            .take(need / 2)
+                            .map(key_slot)
+                            .collect();
+                        self.parts.take_scored(&mut self.slots, &easiest);
+                        self.parts.rebalance(&mut self.slots);
+                        easiest.extend(self.pick_medium(need - easiest.len()));
+                        easiest
+                    }
+                    Sampling::Uniform | Sampling::Prioritized => self.pick_weighted(need),
+                }
+            };
+            self.parts.take_scored(&mut self.slots, &picks);
+            chosen.extend(picks);
+            self.parts.rebalance(&mut self.slots);
+        }
+        self.counters.sampled += chosen.len() as u64;
+        chosen.iter().map(|&s| self.id_of(s)).collect()
+    }
+
+    /// HeaPA boundary sampling: the 2·need candidates nearest the boundary,
+    /// then `need` of them uniformly at random.
+    pub(crate) fn pick_medium(&mut self, need: usize) -> Vec<u32> {
+        if need == 0 {
+            return Vec::new();
+        }
+        let want = (2 * need).min(self.parts.scored());
+        let mut cand: Vec<u32> = Vec::with_capacity(want);
+        // Nearest first on both sides; equal scores least recently trained first.
+        let mut up = self.parts.easy.iter().copied().peekable();
+        let mut down = DescRuns::new(&self.parts.hard).peekable();
+        match self.parts.target() {
+            // Alternate sides, easy side first (the reference's order).
+            None => {
+                let mut easy_turn = true;
+                while cand.len() < want {
+                    let next = if easy_turn {
+                        up.next().or_else(|| down.next())
+                    } else {
+                        down.next().or_else(|| up.next())
+                    };
+                    cand.push(key_slot(next.expect("want <= scored")));
+                    easy_turn = !easy_turn;
+                }
+            }
+            // Nearest to the absolute target first; at equal distance the hard
+            // side (a prompt nobody solves may become solvable, a solved one
+            // has nothing left to teach).
+            Some(t) => {
+                while cand.len() < want {
+                    let take_up = match (up.peek(), down.peek()) {
+                        (Some(&u), Some(&d)) => key_score(u) - t < t - key_score(d),
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
+                    let next = if take_up { up.next() } else { down.next() };
+                    cand.push(key_slot(next.expect("want <= scored")));
+                }
+            }
+        }
+        self.rng.choose_prefix(&mut cand, need);
+        cand.truncate(need);
+        cand
+    }
+
+    /// Weighted draws without replacement from the Fenwick tree.
+    fn pick_weighted(&mut self, need: usize) -> Vec<u32> {
+        let mut out = Vec::with_capacity(need);
+        let mut retried = false;
+        while out.len() < need {
+            let f = self
+                .parts
+                .weights
+                .as_mut()
+                .expect("weights exist in weighted modes");
+            let total = f.total();
+            let u = self.rng.unit() * total;
+            match f.find(u) {
+                Some(i) => {
+                    f.set(i, 0.0);
+                    out.push(i as u32);
+                    retried = false;
+                }
+                // Rounding drift: rebuild the sums once, then draw again.
+                None if !retried => {
+                    f.rebuild();
+                    retried = true;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+}
