@@ -2,7 +2,7 @@
 """Does HeaPA learn faster? A real (not simulated) GRPO comparison with a tiny model on CPU.
 
 One tiny Qwen2-style model (``heapa.testing.tiny_model``, character tokenizer) is warmed up once with a short
-supervised phase on ``a+b=`` problems (``heapa.augment.supervised_warmup``) to a modest held-out accuracy. The
+supervised phase on ``a+b=`` problems (``heapa.augment._sft.supervised_warmup``) to a modest held-out accuracy. The
 warmed weights are kept in memory, and every arm and seed starts from them. Each arm then trains with GRPO
 through the same ``heapa.trl.HeaPAGRPOTrainer``, and only the pool's configuration differs:
 
@@ -168,7 +168,7 @@ def make_splits(args, seed: int = 1234) -> dict[str, list[tuple[str, str, int]]]
 def build_warm_model(args, splits):
     """(tokenizer, warmed state dict, warm-up record). Supervised warm-up in chunks of ``--warmup-chunk``
     steps until greedy accuracy on the dev split reaches ``--warmup-target`` (or ``--warmup-steps`` run out)."""
-    from heapa.augment import supervised_warmup
+    from heapa.augment._sft import supervised_warmup
     from heapa.testing import ALPHABET, char_tokenizer, tiny_model
 
     tok = char_tokenizer(ALPHABET)
