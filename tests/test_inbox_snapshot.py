@@ -427,7 +427,7 @@ def test_snapshot_header_layout():
     data = Pool(PoolConfig(capacity=3)).to_bytes()
     assert data[:8] == b"HEAPASNP"
     version, flags, body_len = struct.unpack_from("<IIQ", data, 8)
-    assert version == heapa.SNAPSHOT_VERSION == 2
+    assert version == heapa.SNAPSHOT_VERSION == 3
     assert flags == 0
     assert body_len == len(data) - HEADER - 8
 
@@ -554,7 +554,7 @@ def test_wrong_magic_and_foreign_files():
             Pool.from_bytes(junk)
 
 
-@pytest.mark.parametrize("version", [3, 4, 1000, 2**32 - 1])
+@pytest.mark.parametrize("version", [heapa.SNAPSHOT_VERSION + 1, 1000, 2**32 - 1])
 def test_future_version(version):
     data = bytearray(Pool(PoolConfig(capacity=3)).to_bytes())
     data[8:12] = struct.pack("<I", version)
@@ -703,19 +703,91 @@ def _sections(body: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _v2_expected() -> dict:
+    import json
+
+    with open(os.path.join(DATA, "snapshot-v2.json")) as f:
+        return json.load(f)
+
+
+def _nan_to_none(xs):
+    return [None if isinstance(x, float) and math.isnan(x) else x for x in xs]
+
+
+@pytest.mark.parametrize("name", ["paper", "frontier"])
+def test_version_2_files_written_by_an_older_engine_still_load(name):
+    """``tests/data/snapshot-v2-*.snap`` were written by the engine before the format became
+    self-describing (version 2, fixed field order); they load as the same pool: config,
+    contents, statistics and the next draw."""
+    want = _v2_expected()[name]
+    pool = Pool.load(os.path.join(DATA, f"snapshot-v2-{name}.snap"))
+    cfg = pool.config.to_dict()
+    assert {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()} == want["config"]
+    ids = np.array(want["ids"], dtype=np.uint64)
+    assert pool.prompts(ids) == want["prompts"]
+    assert pool.answers(ids) == want["answers"]
+    assert pool.metadata(ids) == want["metadata"]
+    for k, v in pool.records(ids).items():
+        assert _nan_to_none(v.tolist()) == want["records"][k], k
+    stats = pool.stats()
+    assert {k: stats[k] for k in want["stats"]} == want["stats"]
+    assert pool.sample(5).tolist() == want["next_sample"]
+    # Saved again, it is a version-3 file of the same pool.
+    again = Pool.from_bytes(pool.to_bytes())
+    assert again.fingerprint() == pool.fingerprint()
+
+
 def test_version_1_snapshots_still_load():
     """A version-1 file (no COOL section, no revisit_fraction in CONF) loads
     as a pool with the revisit interval off."""
-    pool = busy_pool()
-    data = pool.to_bytes()
+    with open(os.path.join(DATA, "snapshot-v2-paper.snap"), "rb") as f:
+        data = f.read()
     secs = _sections(data[HEADER:-8])
     assert [t for t, _ in secs][-1] == b"COOL"
     v1 = [(t, b[:-8] if t == b"CONF" else b) for t, b in secs[:-1]]
-    body = b"".join(t + struct.pack("<Q", len(b)) + b for t, b in v1)
-    blob = data[:8] + struct.pack("<IIQ", 1, 0, len(body)) + body
-    loaded = Pool.from_bytes(with_checksum(blob))
-    assert loaded.fingerprint() == pool.fingerprint()
-    assert loaded.config.revisit_fraction == 0.0
+    v2, v1 = Pool.from_bytes(data), Pool.from_bytes(_blob(v1, version=1))
+    assert v1.fingerprint() == v2.fingerprint()
+    assert v1.config.revisit_fraction == 0.0
+
+
+def _named_entries(conf: bytes) -> list[bytes]:
+    """Splits a version-3 CONF section into its raw entries."""
+    (n,) = struct.unpack_from("<I", conf, 0)
+    sizes = {0: 0, 1: 1, 2: 8, 3: 8, 5: 16}
+    out, pos = [], 4
+    for _ in range(n):
+        start = pos
+        pos += 1 + conf[pos]
+        tag = conf[pos]
+        pos += 1
+        pos += 1 + conf[pos] if tag == 4 else sizes[tag]
+        out.append(conf[start:pos])
+    return out
+
+
+def test_config_section_is_self_describing():
+    """Fields are stored by name: their order does not matter, a field the file lacks takes
+    its default (it is newer than the file), and a name the engine does not know is refused."""
+    pool = busy_pool()
+    secs = _sections(pool.to_bytes()[HEADER:-8])
+    conf = dict(secs)[b"CONF"]
+    entries = _named_entries(conf)
+    assert len(entries) == len(PoolConfig().to_dict())
+
+    def with_conf(es: list[bytes]) -> bytes:
+        c = struct.pack("<I", len(es)) + b"".join(es)
+        return _blob([(t, c if t == b"CONF" else b) for t, b in secs], version=3)
+
+    assert Pool.from_bytes(with_conf(entries[::-1])).fingerprint() == pool.fingerprint()
+    no_seed = [e for e in entries if not e.startswith(b"\x04seed")]
+    assert len(no_seed) == len(entries) - 1
+    assert Pool.from_bytes(with_conf(no_seed)).config.seed == PoolConfig().seed
+    bogus = b"\x05bogus" + b"\x02" + struct.pack("<q", 1)
+    with pytest.raises(SnapshotError, match="bogus"):
+        Pool.from_bytes(with_conf([*entries, bogus]))
 
 
 # ---- the inbox owns its queue; faults found by fault injection -----------------------------------
@@ -760,14 +832,15 @@ def test_a_snapshot_cannot_queue_more_than_the_inbox_capacity():
     pool.inbox.push(["a", "b"])
     secs = _sections(pool.to_bytes()[HEADER:-8])
     conf = dict(secs)[b"CONF"]
-    # inbox_capacity sits after capacity..refresh scope: find it by value (2) from the end of CONF.
-    at = conf.rindex(struct.pack("<Q", 2))
-    forged = [(t, conf[:at] + struct.pack("<Q", 1) + conf[at + 8 :] if t == b"CONF" else b) for t, b in secs]
+    entry = b"\x0einbox_capacity\x02" + struct.pack("<q", 2)
+    forged_conf = conf.replace(entry, entry[:-8] + struct.pack("<q", 1))
+    assert forged_conf != conf
+    forged = [(t, forged_conf if t == b"CONF" else b) for t, b in secs]
     with pytest.raises(SnapshotError, match="inbox_capacity"):
         Pool.from_bytes(_blob(forged))
 
 
-def _blob(secs: list[tuple[bytes, bytes]], version: int = 2) -> bytes:
+def _blob(secs: list[tuple[bytes, bytes]], version: int = heapa.SNAPSHOT_VERSION) -> bytes:
     body = b"".join(t + struct.pack("<Q", len(b)) + b for t, b in secs)
     return with_checksum(b"HEAPASNP" + struct.pack("<IIQ", version, 0, len(body)) + body)
 

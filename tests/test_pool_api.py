@@ -1074,6 +1074,8 @@ def test_python_config_fields_equal_the_engines():
 
     assert [f.name for f in fields(PoolConfig)] == list(CONFIG_FIELDS)
     assert list(Pool(PoolConfig(capacity=3))._core.config()) == list(CONFIG_FIELDS)
+    # ... and the same defaults: the engine's table is the one definition.
+    assert Pool(PoolConfig())._core.config() == PoolConfig().to_dict()
 
 
 def test_report_copies_its_inputs_before_releasing_the_gil():

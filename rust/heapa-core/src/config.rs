@@ -1,6 +1,6 @@
 //! Pool configuration: the knobs of HeaPA, validated in one place.
 
-use crate::error::{invalid, Result};
+use crate::error::{invalid, CoreError, Result};
 
 macro_rules! named_enum {
     ($(#[$m:meta])* $name:ident ($label:literal) { $($var:ident = $code:literal => [$($s:literal),+]),+ $(,)? }) => {
@@ -23,6 +23,17 @@ macro_rules! named_enum {
             pub fn code(self) -> u8 { self as u8 }
             pub fn from_code(c: u8) -> Option<Self> {
                 match c { $($code => Some(Self::$var),)+ _ => None }
+            }
+        }
+        impl Field for $name {
+            fn to_value(&self) -> Value {
+                Value::Name(self.name().to_string())
+            }
+            fn from_value(v: Value, field: &str) -> Result<Self> {
+                match v {
+                    Value::Name(s) => Self::parse(&s),
+                    v => Err(v.mismatch(field, "a name")),
+                }
             }
         }
     };
@@ -55,7 +66,7 @@ named_enum!(
 );
 named_enum!(
     /// Lineage aggregation of children values (ChildAgg / PathAgg).
-    RefreshMode ("refresh (mode)") { Path = 0 => ["path", "path_aggregation"], Children = 1 => ["children", "children_aggregation"] }
+    RefreshMode ("refresh") { Path = 0 => ["path", "path_aggregation"], Children = 1 => ["children", "children_aggregation"] }
 );
 named_enum!(
     /// Difficulty adjustment applied to a child's value before aggregation.
@@ -112,62 +123,178 @@ pub const MAX_CAPACITY: u64 = 1 << 31;
 pub const DIFFICULTY_MIN: f64 = 0.75;
 pub const DIFFICULTY_MAX: f64 = 1.33;
 
+/// A configuration value of any field: what the binding converts a Python
+/// value to, and what a snapshot stores under the field's name.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub capacity: u64,
-    pub boundary: Boundary,
-    pub low_fraction: f64,
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Name(String),
+    Pair(f64, f64),
+}
+
+impl Value {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Name(_) => "str",
+            Value::Pair(..) => "pair",
+        }
+    }
+
+    fn mismatch(&self, field: &str, want: &str) -> CoreError {
+        invalid(format!("{field}: expected {want}, got {}", self.kind()))
+    }
+}
+
+/// A field type of [`Config`]: how it becomes a [`Value`] and back.
+pub trait Field: Sized {
+    fn to_value(&self) -> Value;
+    fn from_value(v: Value, field: &str) -> Result<Self>;
+}
+
+impl Field for u64 {
+    fn to_value(&self) -> Value {
+        Value::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+    fn from_value(v: Value, field: &str) -> Result<Self> {
+        match v {
+            Value::Int(i) => u64::try_from(i)
+                .map_err(|_| invalid(format!("{field}: expected a non-negative integer, got {i}"))),
+            v => Err(v.mismatch(field, "a non-negative integer")),
+        }
+    }
+}
+
+impl Field for f64 {
+    fn to_value(&self) -> Value {
+        Value::Float(*self)
+    }
+    fn from_value(v: Value, field: &str) -> Result<Self> {
+        match v {
+            Value::Float(x) => Ok(x),
+            Value::Int(i) => Ok(i as f64),
+            v => Err(v.mismatch(field, "a number")),
+        }
+    }
+}
+
+impl Field for bool {
+    fn to_value(&self) -> Value {
+        Value::Bool(*self)
+    }
+    fn from_value(v: Value, field: &str) -> Result<Self> {
+        match v {
+            Value::Bool(b) => Ok(b),
+            v => Err(v.mismatch(field, "a bool")),
+        }
+    }
+}
+
+impl Field for (f64, f64) {
+    fn to_value(&self) -> Value {
+        Value::Pair(self.0, self.1)
+    }
+    fn from_value(v: Value, field: &str) -> Result<Self> {
+        match v {
+            Value::Pair(a, b) => Ok((a, b)),
+            v => Err(v.mismatch(field, "a pair of numbers (lo, hi)")),
+        }
+    }
+}
+
+/// An optional named value (`None` = off).
+impl<T: Field> Field for Option<T> {
+    fn to_value(&self) -> Value {
+        self.as_ref().map_or(Value::None, Field::to_value)
+    }
+    fn from_value(v: Value, field: &str) -> Result<Self> {
+        match v {
+            Value::None => Ok(None),
+            v => T::from_value(v, field).map(Some),
+        }
+    }
+}
+
+/// The configuration, defined once: the struct, its defaults, the field
+/// names in the order users see them (Python's `PoolConfig`), conversion to
+/// and from [`Value`]s by name (the binding, snapshots).
+macro_rules! config_table {
+    ($( $(#[$doc:meta])* $field:ident : $ty:ty = $default:expr ),+ $(,)?) => {
+        #[derive(Clone, Debug, PartialEq)]
+        pub struct Config {
+            $( $(#[$doc])* pub $field: $ty, )+
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $( $field: $default, )+ }
+            }
+        }
+
+        impl Config {
+            /// Field names, in order.
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),+];
+
+            /// Every field's name and value, in order.
+            pub fn values(&self) -> Vec<(&'static str, Value)> {
+                vec![$( (stringify!($field), self.$field.to_value()) ),+]
+            }
+
+            /// Sets one field by name (not validated: call `validate`).
+            pub fn set(&mut self, name: &str, v: Value) -> Result<()> {
+                match name {
+                    $( stringify!($field) => self.$field = Field::from_value(v, name)?, )+
+                    _ => {
+                        return Err(invalid(format!(
+                            "unknown config field {name:?}: expected one of {:?}",
+                            Self::FIELDS
+                        )))
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+config_table! {
+    /// Maximum number of prompts held (live + archived + in flight).
+    capacity: u64 = 1_000_000,
+    boundary: Boundary = Boundary::Quantile,
+    low_fraction: f64 = 0.5,
     /// Absolute boundary, in the user's reward scale.
-    pub target: f64,
-    pub sampling: Sampling,
-    pub eviction: Eviction,
-    pub reward_lo: f64,
-    pub reward_hi: f64,
-    pub stat: Stat,
-    pub ema_alpha: f64,
-    pub reinsert: Reinsert,
-    pub drop_solved: bool,
-    pub priority_epsilon: f64,
-    pub priority_temperature: f64,
-    /// Refresh knobs (kept and validated even while the refresh is off).
-    pub refresh: RefreshParams,
-    /// Run `refresh` before each on-drain reinsertion.
-    pub refresh_on_reinsert: bool,
-    pub inbox_capacity: u64,
-    pub delay_steps: u64,
+    target: f64 = 0.5,
+    sampling: Sampling = Sampling::Medium,
+    eviction: Eviction = Eviction::Hardest,
+    /// The scale of reported rewards (lo, hi); internally [-1, 1].
+    reward_range: (f64, f64) = (0.0, 1.0),
+    stat: Stat = Stat::Latest,
+    ema_alpha: f64 = 0.3,
+    reinsert: Reinsert = Reinsert::OnDrain,
+    drop_solved: bool = false,
+    priority_epsilon: f64 = 0.1,
+    priority_temperature: f64 = 1.0,
+    /// Lineage refresh run before each on-drain reinsertion (`None` = off);
+    /// its knobs are kept and validated even while it is off.
+    refresh: Option<RefreshMode> = None,
+    refresh_temperature: f64 = 1.0,
+    refresh_blend: f64 = 0.5,
+    refresh_direction: Direction = Direction::Reference,
+    refresh_scope: Scope = Scope::Archive,
+    inbox_capacity: u64 = 65_536,
+    delay_steps: u64 = 0,
     /// Minimum revisit interval (`reinsert = "immediate"` only): a reported
     /// prompt sits out until `revisit_fraction × held` more prompts have been
     /// drawn (0 = off). Keeps an absolute frontier from retraining the same
     /// few prompts while the rest of the pool waits.
-    pub revisit_fraction: f64,
-    pub seed: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            capacity: 1_000_000,
-            boundary: Boundary::Quantile,
-            low_fraction: 0.5,
-            target: 0.5,
-            sampling: Sampling::Medium,
-            eviction: Eviction::Hardest,
-            reward_lo: 0.0,
-            reward_hi: 1.0,
-            stat: Stat::Latest,
-            ema_alpha: 0.3,
-            reinsert: Reinsert::OnDrain,
-            drop_solved: false,
-            priority_epsilon: 0.1,
-            priority_temperature: 1.0,
-            refresh: RefreshParams::default(),
-            refresh_on_reinsert: false,
-            inbox_capacity: 65_536,
-            delay_steps: 0,
-            revisit_fraction: 0.0,
-            seed: 0,
-        }
-    }
+    revisit_fraction: f64 = 0.0,
+    seed: u64 = 0,
 }
 
 impl Config {
@@ -184,22 +311,16 @@ impl Config {
                 self.low_fraction
             )));
         }
-        if !(self.reward_lo.is_finite()
-            && self.reward_hi.is_finite()
-            && self.reward_lo < self.reward_hi)
-        {
+        let (lo, hi) = self.reward_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
             return Err(invalid(format!(
-                "reward_range: expected finite (lo, hi) with lo < hi, got ({}, {})",
-                self.reward_lo, self.reward_hi
+                "reward_range: expected finite (lo, hi) with lo < hi, got ({lo}, {hi})"
             )));
         }
-        if !(self.target.is_finite()
-            && self.target >= self.reward_lo
-            && self.target <= self.reward_hi)
-        {
+        if !(self.target.is_finite() && self.target >= lo && self.target <= hi) {
             return Err(invalid(format!(
-                "target: expected a value in reward_range [{}, {}], got {}",
-                self.reward_lo, self.reward_hi, self.target
+                "target: expected a value in reward_range [{lo}, {hi}], got {}",
+                self.target
             )));
         }
         if !(self.ema_alpha > 0.0 && self.ema_alpha <= 1.0) {
@@ -239,18 +360,31 @@ impl Config {
                 self.revisit_fraction
             )));
         }
-        self.refresh.validate()?;
+        self.refresh_params().validate()?;
         Ok(())
+    }
+
+    /// The refresh pass the config describes (whether or not it is on).
+    pub fn refresh_params(&self) -> RefreshParams {
+        RefreshParams {
+            mode: self.refresh.unwrap_or(RefreshMode::Path),
+            temperature: self.refresh_temperature,
+            blend: self.refresh_blend,
+            direction: self.refresh_direction,
+            scope: self.refresh_scope,
+        }
     }
 
     /// User reward scale -> internal score in [-1, 1] (higher = easier).
     pub fn normalize(&self, r: f64) -> f64 {
-        (2.0 * (r - self.reward_lo) / (self.reward_hi - self.reward_lo) - 1.0).clamp(-1.0, 1.0)
+        let (lo, hi) = self.reward_range;
+        (2.0 * (r - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
     }
 
     /// Internal score -> user reward scale.
     pub fn denormalize(&self, s: f64) -> f64 {
-        self.reward_lo + (s + 1.0) * 0.5 * (self.reward_hi - self.reward_lo)
+        let (lo, hi) = self.reward_range;
+        lo + (s + 1.0) * 0.5 * (hi - lo)
     }
 }
 
@@ -291,14 +425,38 @@ mod tests {
     #[test]
     fn scale_round_trip() {
         let c = Config {
-            reward_lo: -1.0,
-            reward_hi: 1.0,
+            reward_range: (-1.0, 1.0),
             ..Config::default()
         };
         assert_eq!(c.normalize(0.5), 0.5);
         let d = Config::default();
         assert_eq!(d.normalize(0.5), 0.0);
         assert_eq!(d.denormalize(d.normalize(0.25)), 0.25);
+    }
+
+    #[test]
+    fn every_field_round_trips_by_name() {
+        let c = Config {
+            capacity: 7,
+            boundary: Boundary::Absolute,
+            reward_range: (-1.0, 2.0),
+            refresh: Some(RefreshMode::Children),
+            revisit_fraction: 0.1,
+            reinsert: Reinsert::Immediate,
+            ..Config::default()
+        };
+        let mut d = Config::default();
+        for (name, v) in c.values() {
+            d.set(name, v).unwrap();
+        }
+        assert_eq!(c, d);
+        assert_eq!(Config::FIELDS.len(), c.values().len());
+        assert!(d.set("capcity", Value::Int(3)).is_err());
+        let e = d
+            .set("capacity", Value::Float(1.5))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capacity") && e.contains("float"), "{e}");
     }
 
     #[test]
@@ -313,8 +471,7 @@ mod tests {
                 ..Config::default()
             },
             Config {
-                reward_lo: 1.0,
-                reward_hi: 0.0,
+                reward_range: (1.0, 0.0),
                 ..Config::default()
             },
             Config {

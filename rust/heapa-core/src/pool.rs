@@ -263,7 +263,7 @@ impl Pool {
     // ---- add ----------------------------------------------------------------------
 
     fn validate_new(&self, items: &[NewPrompt]) -> Result<()> {
-        let (lo, hi) = (self.cfg.reward_lo, self.cfg.reward_hi);
+        let (lo, hi) = self.cfg.reward_range;
         for (i, it) in items.iter().enumerate() {
             if let Some(r) = it.reward {
                 if !r.is_finite() || r < lo || r > hi {
@@ -394,7 +394,7 @@ impl Pool {
                 )));
             }
         }
-        let (lo, hi) = (self.cfg.reward_lo, self.cfg.reward_hi);
+        let (lo, hi) = self.cfg.reward_range;
         for (i, &r) in rewards.iter().enumerate() {
             if !r.is_finite() || r < lo || r > hi {
                 return Err(invalid(format!(
@@ -497,8 +497,8 @@ impl Pool {
     /// lineage refresh when configured). Keys are total, so the order of
     /// insertion does not matter and no shuffle is needed for determinism.
     pub fn reinsert_archive(&mut self) {
-        if self.cfg.refresh_on_reinsert {
-            let p = self.cfg.refresh;
+        if self.cfg.refresh.is_some() {
+            let p = self.cfg.refresh_params();
             self.refresh(&p);
         }
         for slot in self.parts.take_archive(&mut self.slots) {

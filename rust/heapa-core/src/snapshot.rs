@@ -13,8 +13,15 @@
 //! checksum u64      xxh3-64 of everything before it (header and body)
 //! ```
 //!
-//! * `CONF`: the configuration (fixed field order, see `put_config`).
-//! * `STAT`: counters, sequence numbers, step, inbox counters, RNG state.
+//! * `CONF` (version 3): `count u32`, then per field `name | tag u8 | value`
+//!   (a name is `len u8 | UTF-8`; tags 0 None, 1 bool u8, 2 int i64,
+//!   3 float f64, 4 name, 5 pair f64 f64), written from the config's own
+//!   table, so a field the file lacks takes its default and reordering the
+//!   struct changes nothing. Versions 1–2: fixed field order.
+//! * `STAT` (version 3): `count u32`, then per scalar `name | u64`
+//!   (counters, next sequence number, in-flight count, step, grave
+//!   generation, inbox counters), then the RNG state (4 × u64). Versions
+//!   1–2: the same scalars by position.
 //! * `SLOT`: slot count, then one raw column after another (gen u32, seq u64,
 //!   state u8, flags u8, score f32, visits u32, rollouts u32, correct u32,
 //!   last_step u32, parent u64, difficulty f32).
@@ -23,9 +30,8 @@
 //! * `PEND`: delayed inbox items `ready u64 | item`; `INBX`: queued inbox
 //!   items. An item is `len u32 | payload | parent u64 | difficulty f64`
 //!   (`u64::MAX` / NaN when absent).
-//! * `COOL` (version 2): prompts sitting out `revisit_fraction`, as
+//! * `COOL` (version ≥ 2): prompts sitting out `revisit_fraction`, as
 //!   `count u64` then `ready u64 | seq u64 | slot u32` each, in order.
-//!   Version 2 also appends `revisit_fraction f64` to `CONF`.
 //!
 //! Ordered sets, the Fenwick tree and counts are rebuilt from the columns on
 //! load, after every invariant has been checked, so a loaded pool behaves
@@ -40,8 +46,8 @@ use std::path::Path;
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
 use crate::config::{
-    check_difficulty, Boundary, Config, Direction, Eviction, RefreshMode, RefreshParams, Reinsert,
-    Sampling, Scope, Stat,
+    check_difficulty, Boundary, Config, Direction, Eviction, RefreshMode, Reinsert, Sampling,
+    Scope, Stat, Value,
 };
 use crate::error::{CoreError, Result};
 use crate::inbox::InboxItem;
@@ -53,12 +59,12 @@ use crate::rng::Rng;
 use crate::slots::{Slots, State, ESTIMATED, HAS_SCORE, NO_PARENT, NO_STEP};
 
 pub const MAGIC: &[u8; 8] = b"HEAPASNP";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const SECTIONS: [&[u8; 4]; 9] = [
     b"CONF", b"STAT", b"SLOT", b"PAYL", b"FREE", b"LOG_", b"PEND", b"INBX", b"COOL",
 ];
 /// How many of `SECTIONS` each format version has (index = version).
-const SECTION_COUNT: [usize; 3] = [0, 8, 9];
+const SECTION_COUNT: [usize; 4] = [0, 8, 9, 9];
 const ABSENT: u32 = u32::MAX;
 /// Header bytes: magic, version, flags, body length.
 const HEADER: usize = 24;
@@ -98,31 +104,110 @@ impl Sink for Xxh3 {
     }
 }
 
+/// `CONF` (version 3): every field by name, from the config's own table.
 fn put_config(w: &mut impl Sink, c: &Config) {
-    w.u64(c.capacity);
-    w.u8(c.boundary.code());
-    w.f64(c.low_fraction);
-    w.f64(c.target);
-    w.u8(c.sampling.code());
-    w.u8(c.eviction.code());
-    w.f64(c.reward_lo);
-    w.f64(c.reward_hi);
-    w.u8(c.stat.code());
-    w.f64(c.ema_alpha);
-    w.u8(c.reinsert.code());
-    w.u8(u8::from(c.drop_solved));
-    w.f64(c.priority_epsilon);
-    w.f64(c.priority_temperature);
-    w.u8(u8::from(c.refresh_on_reinsert));
-    w.u8(c.refresh.mode.code());
-    w.f64(c.refresh.temperature);
-    w.f64(c.refresh.blend);
-    w.u8(c.refresh.direction.code());
-    w.u8(c.refresh.scope.code());
-    w.u64(c.inbox_capacity);
-    w.u64(c.delay_steps);
-    w.u64(c.seed);
-    w.f64(c.revisit_fraction);
+    let values = c.values();
+    w.u32(values.len() as u32);
+    for (name, v) in values {
+        put_name(w, name);
+        match v {
+            Value::None => w.u8(0),
+            Value::Bool(b) => {
+                w.u8(1);
+                w.u8(u8::from(b));
+            }
+            Value::Int(i) => {
+                w.u8(2);
+                w.put(&i.to_le_bytes());
+            }
+            Value::Float(x) => {
+                w.u8(3);
+                w.f64(x);
+            }
+            Value::Name(n) => {
+                w.u8(4);
+                put_name(w, &n);
+            }
+            Value::Pair(a, b) => {
+                w.u8(5);
+                w.f64(a);
+                w.f64(b);
+            }
+        }
+    }
+}
+
+fn put_name(w: &mut impl Sink, name: &str) {
+    w.u8(name.len() as u8);
+    w.put(name.as_bytes());
+}
+
+/// `STAT` (version 3): the pool's scalars by name, then the RNG state.
+fn put_scalars(w: &mut impl Sink, sc: &Scalars, rng: [u64; 4]) {
+    let values = sc.values();
+    w.u32(values.len() as u32);
+    for (name, v) in values {
+        put_name(w, name);
+        w.u64(v);
+    }
+    for v in rng {
+        w.u64(v);
+    }
+}
+
+/// The scalars a snapshot stores beside the columns.
+#[derive(Default)]
+struct Scalars {
+    counters: Counters,
+    next_seq: u64,
+    in_flight: u64,
+    step: u64,
+    grave_gen: u64,
+    inbox_pushed: u64,
+    inbox_rejected: u64,
+}
+
+/// One list of the scalars' names, in the order of versions 1 and 2 (which
+/// stored them unnamed, by position).
+macro_rules! scalar_table {
+    ($($name:ident: $($path:ident).+),+ $(,)?) => {
+        impl Scalars {
+            const NAMES: &'static [&'static str] = &[$(stringify!($name)),+];
+
+            fn values(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$($path).+)),+]
+            }
+
+            /// Sets one scalar by name; false for a name this version does not know.
+            fn set(&mut self, name: &str, v: u64) -> bool {
+                match name {
+                    $(stringify!($name) => self.$($path).+ = v,)+
+                    _ => return false,
+                }
+                true
+            }
+        }
+    };
+}
+
+scalar_table! {
+    added: counters.added,
+    sampled: counters.sampled,
+    reported: counters.reported,
+    released: counters.released,
+    evicted: counters.evicted,
+    dropped: counters.dropped,
+    reinsertions: counters.reinsertions,
+    refreshes: counters.refreshes,
+    estimated: counters.estimated,
+    orphaned: counters.orphaned,
+    drained: counters.drained,
+    next_seq: next_seq,
+    in_flight: in_flight,
+    step: step,
+    grave_gen: grave_gen,
+    inbox_pushed: inbox_pushed,
+    inbox_rejected: inbox_rejected,
 }
 
 fn put_item(w: &mut impl Sink, it: &InboxItem) {
@@ -133,32 +218,20 @@ fn put_item(w: &mut impl Sink, it: &InboxItem) {
 }
 
 impl Pool {
+    fn scalars(&self, inbox_counts: (u64, u64)) -> Scalars {
+        Scalars {
+            counters: self.counters.clone(),
+            next_seq: self.next_seq,
+            in_flight: self.parts.in_flight,
+            step: self.step,
+            grave_gen: self.grave_gen,
+            inbox_pushed: inbox_counts.0,
+            inbox_rejected: inbox_counts.1,
+        }
+    }
+
     fn put_state(&self, w: &mut impl Sink, inbox_counts: (u64, u64)) {
-        let c = &self.counters;
-        for v in [
-            c.added,
-            c.sampled,
-            c.reported,
-            c.released,
-            c.evicted,
-            c.dropped,
-            c.reinsertions,
-            c.refreshes,
-            c.estimated,
-            c.orphaned,
-            c.drained,
-            self.next_seq,
-            self.parts.in_flight,
-            self.step,
-            self.grave_gen,
-            inbox_counts.0,
-            inbox_counts.1,
-        ] {
-            w.u64(v);
-        }
-        for v in self.rng.state() {
-            w.u64(v);
-        }
+        put_scalars(w, &self.scalars(inbox_counts), self.rng.state());
     }
 
     fn put_slots(&self, w: &mut impl Sink) {
@@ -470,6 +543,17 @@ impl<'a> Reader<'a> {
         })?;
         Ok(bytemuck::pod_collect_to_vec(self.take(bytes)?))
     }
+    /// A short UTF-8 name: `len u8 | bytes`.
+    fn name(&mut self) -> Result<String> {
+        let n = self.u8()? as usize;
+        let what = self.what;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| {
+            corrupt(format!(
+                "snapshot section {what} has a name that is not UTF-8"
+            ))
+        })
+    }
+
     fn done(&self) -> Result<()> {
         if self.pos == self.buf.len() {
             Ok(())
@@ -538,6 +622,49 @@ fn split_sections(body: &[u8], version: u32) -> Result<Vec<&[u8]>> {
 }
 
 fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
+    let c = if version >= 3 {
+        read_named_config(r)?
+    } else {
+        read_legacy_config(r, version)?
+    };
+    r.done()?;
+    c.validate()
+        .map_err(|e| corrupt(format!("snapshot config is invalid: {e}")))?;
+    Ok(c)
+}
+
+/// Version 3: named fields; a field the file lacks keeps its default (it
+/// is newer than the file), a name this version does not know is an error.
+fn read_named_config(r: &mut Reader) -> Result<Config> {
+    let mut c = Config::default();
+    let n = r.u32()?;
+    for _ in 0..n {
+        let name = r.name()?;
+        let v = match r.u8()? {
+            0 => Value::None,
+            1 => Value::Bool(match r.u8()? {
+                0 => false,
+                1 => true,
+                x => return Err(corrupt(format!("snapshot config {name}: invalid bool {x}"))),
+            }),
+            2 => Value::Int(i64::from_le_bytes(r.take(8)?.try_into().expect("8"))),
+            3 => Value::Float(r.f64()?),
+            4 => Value::Name(r.name()?),
+            5 => Value::Pair(r.f64()?, r.f64()?),
+            t => {
+                return Err(corrupt(format!(
+                    "snapshot config {name}: invalid value tag {t}"
+                )))
+            }
+        };
+        c.set(&name, v)
+            .map_err(|e| corrupt(format!("snapshot config: {e}")))?;
+    }
+    Ok(c)
+}
+
+/// Versions 1 and 2: fixed field order.
+fn read_legacy_config(r: &mut Reader, version: u32) -> Result<Config> {
     let mut c = Config {
         capacity: r.u64()?,
         boundary: r.code(Boundary::from_code, "boundary")?,
@@ -545,8 +672,7 @@ fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
         target: r.f64()?,
         sampling: r.code(Sampling::from_code, "sampling")?,
         eviction: r.code(Eviction::from_code, "eviction")?,
-        reward_lo: r.f64()?,
-        reward_hi: r.f64()?,
+        reward_range: (r.f64()?, r.f64()?),
         stat: r.code(Stat::from_code, "stat")?,
         ema_alpha: r.f64()?,
         reinsert: r.code(Reinsert::from_code, "reinsert")?,
@@ -555,7 +681,7 @@ fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
         priority_temperature: r.f64()?,
         ..Config::default()
     };
-    c.refresh_on_reinsert = match r.u8()? {
+    let on = match r.u8()? {
         0 => false,
         1 => true,
         x => {
@@ -564,23 +690,43 @@ fn read_config(r: &mut Reader, version: u32) -> Result<Config> {
             )))
         }
     };
-    c.refresh = RefreshParams {
-        mode: r.code(RefreshMode::from_code, "refresh mode")?,
-        temperature: r.f64()?,
-        blend: r.f64()?,
-        direction: r.code(Direction::from_code, "refresh direction")?,
-        scope: r.code(Scope::from_code, "refresh scope")?,
-    };
+    let mode = r.code(RefreshMode::from_code, "refresh mode")?;
+    c.refresh = on.then_some(mode);
+    c.refresh_temperature = r.f64()?;
+    c.refresh_blend = r.f64()?;
+    c.refresh_direction = r.code(Direction::from_code, "refresh direction")?;
+    c.refresh_scope = r.code(Scope::from_code, "refresh scope")?;
     c.inbox_capacity = r.u64()?;
     c.delay_steps = r.u64()?;
     c.seed = r.u64()?;
     if version >= 2 {
         c.revisit_fraction = r.f64()?;
     }
-    r.done()?;
-    c.validate()
-        .map_err(|e| corrupt(format!("snapshot config is invalid: {e}")))?;
     Ok(c)
+}
+
+/// `STAT`: named scalars (version 3) or the same scalars by position.
+fn read_scalars(r: &mut Reader, version: u32) -> Result<(Scalars, [u64; 4])> {
+    let mut sc = Scalars::default();
+    if version >= 3 {
+        let n = r.u32()?;
+        for _ in 0..n {
+            let name = r.name()?;
+            let v = r.u64()?;
+            if !sc.set(&name, v) {
+                return Err(corrupt(format!(
+                    "snapshot section STAT has an unknown entry {name:?}"
+                )));
+            }
+        }
+    } else {
+        for name in Scalars::NAMES {
+            sc.set(name, r.u64()?);
+        }
+    }
+    let rng = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
+    r.done()?;
+    Ok((sc, rng))
 }
 
 fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
@@ -600,28 +746,11 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         pos: 0,
         what: "STAT",
     };
-    let mut v = [0u64; 17];
-    for x in &mut v {
-        *x = r.u64()?;
-    }
-    let rng = [r.u64()?, r.u64()?, r.u64()?, r.u64()?];
-    r.done()?;
-    pool.counters = Counters {
-        added: v[0],
-        sampled: v[1],
-        reported: v[2],
-        released: v[3],
-        evicted: v[4],
-        dropped: v[5],
-        reinsertions: v[6],
-        refreshes: v[7],
-        estimated: v[8],
-        orphaned: v[9],
-        drained: v[10],
-    };
-    let in_flight = v[12];
-    (pool.next_seq, pool.step, pool.grave_gen) = (v[11], v[13], v[14]);
-    let inbox_counts = (v[15], v[16]);
+    let (sc, rng) = read_scalars(&mut r, version)?;
+    pool.counters = sc.counters;
+    let in_flight = sc.in_flight;
+    (pool.next_seq, pool.step, pool.grave_gen) = (sc.next_seq, sc.step, sc.grave_gen);
+    let inbox_counts = (sc.inbox_pushed, sc.inbox_rejected);
     pool.rng = Rng::from_state(rng)
         .ok_or_else(|| corrupt("snapshot RNG state is all zero, which no pool can reach"))?;
 

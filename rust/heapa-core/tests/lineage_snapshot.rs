@@ -17,8 +17,7 @@ fn np(reward: Option<f64>, parent: Option<u64>, d: f64) -> NewPrompt {
 /// root(a) -> {c1(v1, d1) -> {g(vg, dg)}, c2(v2, d2)}; rewards in [-1, 1].
 fn tree() -> (Pool, Vec<u64>) {
     let cfg = Config {
-        reward_lo: -1.0,
-        reward_hi: 1.0,
+        reward_range: (-1.0, 1.0),
         capacity: 16,
         ..Config::default()
     };

@@ -3,9 +3,10 @@
 //! thread that writes an input array meanwhile cannot change what the engine
 //! validates or applies.
 
+use heapa_core::config::Value;
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyString};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
 
 use crate::errors::invalid;
 
@@ -132,28 +133,6 @@ pub fn float_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
     v.extract::<f64>().map_err(|_| bad())
 }
 
-/// A non-negative integer (never bool or float).
-pub fn uint_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
-    if v.is_none() || v.is_instance_of::<PyBool>() {
-        return Err(invalid(format!(
-            "{name}: expected a non-negative integer, got {}",
-            type_name(v)
-        )));
-    }
-    v.extract::<u64>().map_err(|_| {
-        let shown = v.repr().map_or_else(|_| "?".into(), |r| r.to_string());
-        invalid(format!(
-            "{name}: expected a non-negative integer, got {shown}"
-        ))
-    })
-}
-
-/// A bool (never an int).
-pub fn bool_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
-    v.extract::<bool>()
-        .map_err(|_| invalid(format!("{name}: expected a bool, got {}", type_name(v))))
-}
-
 /// A pair of numbers.
 pub fn pair_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<(f64, f64)> {
     let bad = || {
@@ -173,4 +152,45 @@ pub fn pair_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<(f64, f64)> {
         )),
         _ => Err(bad()),
     }
+}
+
+/// A config field's value: None, bool, int, float, str or a pair of numbers
+/// (which kind the field takes is the core's business).
+pub fn config_value(v: &Bound<'_, PyAny>, name: &str) -> PyResult<Value> {
+    if v.is_none() {
+        return Ok(Value::None);
+    }
+    if v.is_instance_of::<PyBool>() {
+        return Ok(Value::Bool(v.extract()?));
+    }
+    if v.is_instance_of::<PyString>() {
+        return Ok(Value::Name(name_arg(v, name)?));
+    }
+    if v.is_instance_of::<PyFloat>() {
+        return Ok(Value::Float(v.extract()?));
+    }
+    if v.is_instance_of::<PyInt>() || v.hasattr("__index__")? {
+        return v.extract::<i64>().map(Value::Int).map_err(|_| {
+            let shown = v.repr().map_or_else(|_| "?".into(), |r| r.to_string());
+            invalid(format!(
+                "{name}: expected an integer below 2**63, got {shown}"
+            ))
+        });
+    }
+    if v.hasattr("__float__")? && !v.is_instance_of::<PyBytes>() {
+        return Ok(Value::Float(float_arg(v, name)?));
+    }
+    pair_arg(v, name).map(|(a, b)| Value::Pair(a, b))
+}
+
+/// A config value as a Python object.
+pub fn config_object<'py>(py: Python<'py>, v: Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Value::None => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(x) => x.into_pyobject(py)?.into_any(),
+        Value::Name(s) => PyString::new(py, &s).into_any(),
+        Value::Pair(a, b) => (a, b).into_pyobject(py)?.into_any(),
+    })
 }

@@ -11,10 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use heapa_core::config::RefreshParams;
-use heapa_core::{
-    payload, Boundary, Config, Direction, Eviction, Inbox, NewPrompt, Pool, RefreshMode, Reinsert,
-    Sampling, Scope, Stat, State,
-};
+use heapa_core::{payload, Config, Direction, Inbox, NewPrompt, Pool, RefreshMode, Scope, State};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -25,139 +22,23 @@ use errors::{invalid, IntoPyResult};
 
 type Ids<'py> = PyReadonlyArray1<'py, u64>;
 
-/// A config value, if given: `None` is only accepted where it means "off".
-fn field<'py>(d: &Bound<'py, PyDict>, k: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-    match d.get_item(k)? {
-        Some(v) if v.is_none() => Err(invalid(format!("{k}: expected a value, got None"))),
-        v => Ok(v),
-    }
-}
-
-fn get_f64(d: &Bound<'_, PyDict>, k: &str, default: f64) -> PyResult<f64> {
-    field(d, k)?.map_or(Ok(default), |v| convert::float_arg(&v, k))
-}
-
-fn get_u64(d: &Bound<'_, PyDict>, k: &str, default: u64) -> PyResult<u64> {
-    field(d, k)?.map_or(Ok(default), |v| convert::uint_arg(&v, k))
-}
-
-fn get_bool(d: &Bound<'_, PyDict>, k: &str, default: bool) -> PyResult<bool> {
-    field(d, k)?.map_or(Ok(default), |v| convert::bool_arg(&v, k))
-}
-
-fn get_name(d: &Bound<'_, PyDict>, k: &str, default: &str) -> PyResult<String> {
-    field(d, k)?.map_or(Ok(default.to_string()), |v| convert::name_arg(&v, k))
-}
-
-/// The `PoolConfig` fields, in the order `config_dict` writes them.
-const CONFIG_FIELDS: [&str; 22] = [
-    "capacity",
-    "boundary",
-    "low_fraction",
-    "target",
-    "sampling",
-    "eviction",
-    "reward_range",
-    "stat",
-    "ema_alpha",
-    "reinsert",
-    "drop_solved",
-    "priority_epsilon",
-    "priority_temperature",
-    "refresh",
-    "refresh_temperature",
-    "refresh_blend",
-    "refresh_direction",
-    "refresh_scope",
-    "inbox_capacity",
-    "delay_steps",
-    "revisit_fraction",
-    "seed",
-];
-
-/// Builds and validates a core config from a dict of `PoolConfig` fields.
+/// Builds and validates a core config from a dict of `PoolConfig` fields
+/// (absent fields take their defaults; unknown names are an error).
 fn parse_config(d: &Bound<'_, PyDict>) -> PyResult<Config> {
-    let def = Config::default();
-    let known: Vec<&str> = CONFIG_FIELDS.to_vec();
-    for k in d.keys() {
-        let k = convert::name_arg(&k, "config key")?;
-        if !known.contains(&k.as_str()) {
-            return Err(invalid(format!(
-                "unknown config field {k:?}: expected one of {known:?}"
-            )));
-        }
+    let mut cfg = Config::default();
+    for (k, v) in d.iter() {
+        let name = convert::name_arg(&k, "config field")?;
+        cfg.set(&name, convert::config_value(&v, &name)?).py_err()?;
     }
-    let (lo, hi) = field(d, "reward_range")?.map_or(Ok((def.reward_lo, def.reward_hi)), |v| {
-        convert::pair_arg(&v, "reward_range")
-    })?;
-    // The refresh knobs are parsed (and validated) even while the refresh is
-    // off; `refresh = None` is how it is switched off.
-    let r = RefreshParams::default();
-    let on = d.get_item("refresh")?.filter(|v| !v.is_none());
-    let mode = on.as_ref().map_or(Ok(r.mode.name().to_string()), |v| {
-        convert::name_arg(v, "refresh")
-    })?;
-    let refresh = RefreshParams {
-        mode: RefreshMode::parse(&mode).py_err()?,
-        temperature: get_f64(d, "refresh_temperature", r.temperature)?,
-        blend: get_f64(d, "refresh_blend", r.blend)?,
-        direction: Direction::parse(&get_name(d, "refresh_direction", r.direction.name())?)
-            .py_err()?,
-        scope: Scope::parse(&get_name(d, "refresh_scope", r.scope.name())?).py_err()?,
-    };
-    let name = get_name;
-    let d = &d;
-    let cfg = Config {
-        capacity: get_u64(d, "capacity", def.capacity)?,
-        boundary: Boundary::parse(&name(d, "boundary", def.boundary.name())?).py_err()?,
-        low_fraction: get_f64(d, "low_fraction", def.low_fraction)?,
-        target: get_f64(d, "target", def.target)?,
-        sampling: Sampling::parse(&name(d, "sampling", def.sampling.name())?).py_err()?,
-        eviction: Eviction::parse(&name(d, "eviction", def.eviction.name())?).py_err()?,
-        reward_lo: lo,
-        reward_hi: hi,
-        stat: Stat::parse(&name(d, "stat", def.stat.name())?).py_err()?,
-        ema_alpha: get_f64(d, "ema_alpha", def.ema_alpha)?,
-        reinsert: Reinsert::parse(&name(d, "reinsert", def.reinsert.name())?).py_err()?,
-        drop_solved: get_bool(d, "drop_solved", def.drop_solved)?,
-        priority_epsilon: get_f64(d, "priority_epsilon", def.priority_epsilon)?,
-        priority_temperature: get_f64(d, "priority_temperature", def.priority_temperature)?,
-        refresh,
-        refresh_on_reinsert: on.is_some(),
-        inbox_capacity: get_u64(d, "inbox_capacity", def.inbox_capacity)?,
-        delay_steps: get_u64(d, "delay_steps", def.delay_steps)?,
-        revisit_fraction: get_f64(d, "revisit_fraction", def.revisit_fraction)?,
-        seed: get_u64(d, "seed", def.seed)?,
-    };
     cfg.validate().py_err()?;
     Ok(cfg)
 }
 
 fn config_dict<'py>(py: Python<'py>, c: &Config) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("capacity", c.capacity)?;
-    d.set_item("boundary", c.boundary.name())?;
-    d.set_item("low_fraction", c.low_fraction)?;
-    d.set_item("target", c.target)?;
-    d.set_item("sampling", c.sampling.name())?;
-    d.set_item("eviction", c.eviction.name())?;
-    d.set_item("reward_range", (c.reward_lo, c.reward_hi))?;
-    d.set_item("stat", c.stat.name())?;
-    d.set_item("ema_alpha", c.ema_alpha)?;
-    d.set_item("reinsert", c.reinsert.name())?;
-    d.set_item("drop_solved", c.drop_solved)?;
-    d.set_item("priority_epsilon", c.priority_epsilon)?;
-    d.set_item("priority_temperature", c.priority_temperature)?;
-    let r = c.refresh;
-    d.set_item("refresh", c.refresh_on_reinsert.then(|| r.mode.name()))?;
-    d.set_item("refresh_temperature", r.temperature)?;
-    d.set_item("refresh_blend", r.blend)?;
-    d.set_item("refresh_direction", r.direction.name())?;
-    d.set_item("refresh_scope", r.scope.name())?;
-    d.set_item("inbox_capacity", c.inbox_capacity)?;
-    d.set_item("delay_steps", c.delay_steps)?;
-    d.set_item("revisit_fraction", c.revisit_fraction)?;
-    d.set_item("seed", c.seed)?;
+    for (name, v) in c.values() {
+        d.set_item(name, convert::config_object(py, v)?)?;
+    }
     Ok(d)
 }
 
@@ -527,7 +408,7 @@ fn _heapa(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PoolCore>()?;
     m.add_function(wrap_pyfunction!(validate_config, m)?)?;
     m.add("NO_PARENT", heapa_core::NO_PARENT)?;
-    m.add("CONFIG_FIELDS", CONFIG_FIELDS.to_vec())?;
+    m.add("CONFIG_FIELDS", Config::FIELDS.to_vec())?;
     m.add("SNAPSHOT_VERSION", heapa_core::snapshot::FORMAT_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
