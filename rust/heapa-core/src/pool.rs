@@ -113,8 +113,6 @@ pub struct Pool {
     /// Drained inbox items waiting out `delay_steps`: (ready step, item).
     pub(crate) pending: VecDeque<(u64, InboxItem)>,
     pub(crate) inbox: Arc<Inbox>,
-    /// Sum of held payloads' lengths (kept up to date so `stats` is O(1)).
-    pub(crate) payload_total: u64,
 }
 
 impl Pool {
@@ -134,7 +132,6 @@ impl Pool {
             counters: Counters::default(),
             step: 0,
             pending: VecDeque::new(),
-            payload_total: 0,
         })
     }
 
@@ -234,9 +231,7 @@ impl Pool {
     pub(crate) fn free_slot(&mut self, slot: u32) {
         self.parts.remove(&mut self.slots, slot);
         let s = slot as usize;
-        if let Some(p) = self.slots.payload[s].take() {
-            self.payload_total -= p.len() as u64;
-        }
+        self.slots.payload.clear(s);
         self.slots.flags[s] = 0;
         self.slots.gen[s] = self.slots.gen[s].wrapping_add(1);
         self.free.push(slot);
@@ -343,8 +338,7 @@ impl Pool {
         self.slots.last_step[s] = NO_STEP;
         self.slots.parent[s] = parent.map_or(NO_PARENT, |(p, _)| p);
         self.slots.difficulty[s] = d as f32;
-        self.payload_total += it.payload.len() as u64;
-        self.slots.payload[s] = Some(it.payload);
+        self.slots.payload.set(s, &it.payload);
         if estimated {
             self.counters.estimated += 1;
         }
@@ -601,7 +595,7 @@ impl Pool {
         let slots = self.resolve(ids)?;
         Ok(slots
             .iter()
-            .map(|&s| self.slots.payload[s as usize].as_deref().unwrap_or(&[]))
+            .map(|&s| self.slots.payload.get(s as usize).unwrap_or(&[]))
             .collect())
     }
 
@@ -650,7 +644,7 @@ impl Pool {
     }
 
     pub fn payload_bytes(&self) -> u64 {
-        self.payload_total
+        self.slots.payload.live_bytes()
     }
 
     pub fn stats(&self) -> Stats {
@@ -693,13 +687,10 @@ impl Pool {
             .filter(|&&st| st == State::Free as u8);
         assert_eq!(free.count(), self.free.len());
         assert!(self.held() <= self.cfg.capacity);
-        let payload: u64 = self
-            .slots
-            .payload
-            .iter()
-            .flatten()
+        let payload: u64 = (0..self.slots.len())
+            .filter_map(|i| self.slots.payload.get(i))
             .map(|b| b.len() as u64)
             .sum();
-        assert_eq!(payload, self.payload_total, "running payload total");
+        assert_eq!(payload, self.payload_bytes(), "running payload total");
     }
 }

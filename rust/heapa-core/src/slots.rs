@@ -3,6 +3,7 @@
 
 use crate::error::{invalid, Result};
 use crate::keys::{key, Key};
+use crate::payload::Arena;
 
 /// `parent` of a prompt without a (living) parent.
 pub const NO_PARENT: u64 = u64::MAX;
@@ -83,7 +84,7 @@ pub(crate) struct Slots {
     /// Parent id at insertion (may since have been evicted: check liveness).
     pub parent: Vec<u64>,
     pub difficulty: Vec<f32>,
-    pub payload: Vec<Option<Box<[u8]>>>,
+    pub payload: Arena,
 }
 
 impl Slots {
@@ -103,7 +104,7 @@ impl Slots {
         self.last_step.push(NO_STEP);
         self.parent.push(NO_PARENT);
         self.difficulty.push(1.0);
-        self.payload.push(None);
+        self.payload.push_empty();
     }
 
     #[inline]
@@ -135,6 +136,6 @@ impl Slots {
             + self.last_step.capacity() * 4
             + self.parent.capacity() * 8
             + self.difficulty.capacity() * 4
-            + self.payload.capacity() * std::mem::size_of::<Option<Box<[u8]>>>()
+            + self.payload.index_bytes()
     }
 }

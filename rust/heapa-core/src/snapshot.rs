@@ -53,7 +53,7 @@ use crate::error::{CoreError, Result};
 use crate::inbox::InboxItem;
 use crate::keys::{key_slot, Key};
 use crate::partitions::Partitions;
-use crate::payload;
+use crate::payload::{self, Arena};
 use crate::pool::{Counters, Pool};
 use crate::rng::Rng;
 use crate::slots::{Slots, State, ESTIMATED, HAS_SCORE, NO_PARENT, NO_STEP};
@@ -251,8 +251,8 @@ impl Pool {
     }
 
     fn put_payloads(&self, w: &mut impl Sink) {
-        for p in &self.slots.payload {
-            match p {
+        for slot in 0..self.slots.len() {
+            match self.slots.payload.get(slot) {
                 Some(b) => {
                     w.u32(b.len() as u32);
                     w.put(b);
@@ -778,7 +778,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         last_step: r.col(n)?,
         parent: r.col(n)?,
         difficulty: r.col(n)?,
-        payload: Vec::with_capacity(n),
+        payload: Arena::with_capacity(n, sec[3].len()),
     };
     r.done()?;
 
@@ -794,7 +794,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
             if !free {
                 return Err(corrupt(format!("slot {i} is held but has no payload")));
             }
-            slots.payload.push(None);
+            slots.payload.push_empty();
         } else {
             let b = r.take(len as usize)?;
             if free || !payload::is_valid(b) {
@@ -802,7 +802,8 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
                     "slot {i} has an unexpected or malformed payload"
                 )));
             }
-            slots.payload.push(Some(b.into()));
+            slots.payload.push_empty();
+            slots.payload.set(i, b);
         }
     }
     r.done()?;
@@ -920,7 +921,6 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
             "in-flight count {in_flight} disagrees with the slots ({flights})"
         )));
     }
-    pool.payload_total = slots.payload.iter().flatten().map(|b| b.len() as u64).sum();
     pool.slots = slots;
     pool.free = free;
     // The partitions are rebuilt from the columns through the path a bulk
