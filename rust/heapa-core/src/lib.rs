@@ -6,6 +6,7 @@
 compile_error!("heapa-core's snapshot format assumes a little-endian target");
 
 pub mod config;
+mod digest;
 pub mod error;
 mod evict;
 mod fenwick;

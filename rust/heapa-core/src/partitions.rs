@@ -117,7 +117,7 @@ impl Partitions {
 
     pub fn place_cold(&mut self, slots: &mut Slots, slot: u32) {
         self.cold.insert((slots.seq[slot as usize], slot));
-        slots.state[slot as usize] = State::Cold as u8;
+        slots.set_state(slot, State::Cold);
     }
 
     /// Puts a scored slot into the hard or easy side (the caller rebalances).
@@ -136,13 +136,13 @@ impl Partitions {
             self.easy.insert(k);
             State::Easy
         };
-        slots.state[slot as usize] = st as u8;
+        slots.set_state(slot, st);
         self.set_weight(slots, slot);
     }
 
     pub fn place_archived(&mut self, slots: &mut Slots, slot: u32) {
         self.archive.insert(slots.key(slot));
-        slots.state[slot as usize] = State::Archived as u8;
+        slots.set_state(slot, State::Archived);
     }
 
     /// Archives a just-trained prompt until `sampled` reaches `ready`.
@@ -182,7 +182,7 @@ impl Partitions {
         keys.into_iter()
             .map(|k| {
                 let slot = key_slot(k);
-                slots.state[slot as usize] = State::Free as u8; // transient: placed by the caller
+                slots.set_state(slot, State::Free); // transient: placed by the caller
                 slot
             })
             .collect()
@@ -191,7 +191,7 @@ impl Partitions {
     /// The oldest cold prompt, now in flight.
     pub fn pop_cold(&mut self, slots: &mut Slots) -> Option<u32> {
         let (_, slot) = self.cold.pop_first()?;
-        slots.state[slot as usize] = State::InFlight as u8;
+        slots.set_state(slot, State::InFlight);
         self.in_flight += 1;
         Some(slot)
     }
@@ -201,7 +201,7 @@ impl Partitions {
         for &s in picks {
             if matches!(slots.state(s), State::Hard | State::Easy) {
                 self.unplace(slots, s);
-                slots.state[s as usize] = State::InFlight as u8;
+                slots.set_state(s, State::InFlight);
                 self.in_flight += 1;
             }
         }
@@ -212,31 +212,30 @@ impl Partitions {
     pub fn land(&mut self, slots: &mut Slots, slot: u32) {
         debug_assert_eq!(slots.state(slot), State::InFlight);
         self.in_flight -= 1;
-        slots.state[slot as usize] = State::Free as u8; // transient: placed by the caller
+        slots.set_state(slot, State::Free); // transient: placed by the caller
     }
 
     /// Takes a slot out of the pool for good (eviction or drop).
     pub fn remove(&mut self, slots: &mut Slots, slot: u32) {
         self.unplace(slots, slot);
-        slots.state[slot as usize] = State::Free as u8;
+        slots.set_state(slot, State::Free);
     }
 
     /// Changes a placed prompt's score, keeping its set consistent (the
     /// caller rebalances).
     pub fn rescore(&mut self, slots: &mut Slots, slot: u32, v: f32) {
-        let s = slot as usize;
         match slots.state(slot) {
             State::Archived => {
                 self.archive.remove(&slots.key(slot));
-                slots.score[s] = v;
+                slots.set_score(slot, v);
                 self.archive.insert(slots.key(slot));
             }
             State::Hard | State::Easy => {
                 self.unplace(slots, slot);
-                slots.score[s] = v;
+                slots.set_score(slot, v);
                 self.place_scored(slots, slot);
             }
-            _ => slots.score[s] = v,
+            _ => slots.set_score(slot, v),
         }
     }
 
@@ -299,12 +298,12 @@ impl Partitions {
         while self.hard.len() > target {
             let k = self.hard.pop_last().expect("non-empty");
             self.easy.insert(k);
-            slots.state[key_slot(k) as usize] = State::Easy as u8;
+            slots.set_state(key_slot(k), State::Easy);
         }
         while self.hard.len() < target {
             let k = self.easy.pop_first().expect("non-empty");
             self.hard.insert(k);
-            slots.state[key_slot(k) as usize] = State::Hard as u8;
+            slots.set_state(key_slot(k), State::Hard);
         }
     }
 
@@ -317,10 +316,10 @@ impl Partitions {
         let split = self.split_point(&live);
         for (i, &k) in live.iter().enumerate() {
             let st = if i < split { State::Hard } else { State::Easy };
-            slots.state[key_slot(k) as usize] = st as u8;
+            slots.set_state(key_slot(k), st);
         }
         for &k in &archived {
-            slots.state[key_slot(k) as usize] = State::Archived as u8;
+            slots.set_state(key_slot(k), State::Archived);
         }
         if self.weights.is_some() {
             for &k in &live {
@@ -340,7 +339,7 @@ impl Partitions {
         let (mut scored, mut archived): (Vec<Key>, Vec<Key>) = (Vec::new(), Vec::new());
         for &(slot, v) in updates {
             let st = slots.state(slot);
-            slots.score[slot as usize] = v;
+            slots.set_score(slot, v);
             match st {
                 State::Hard | State::Easy => scored.push(slots.key(slot)),
                 State::Archived => archived.push(slots.key(slot)),

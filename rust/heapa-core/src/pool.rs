@@ -13,6 +13,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::config::{check_difficulty, clamp_difficulty, Boundary, Config, Reinsert, Stat};
+use crate::digest::Stack;
 use crate::error::{invalid, CoreError, Result};
 use crate::inbox::{Inbox, InboxItem};
 use crate::keys::{key_score, key_slot, store_score, Key};
@@ -99,13 +100,14 @@ pub struct Pool {
     /// prompts evicted on arrival).
     pub(crate) modulus: u64,
     pub(crate) slots: Slots,
-    pub(crate) free: Vec<u32>,
+    /// Free slots, reused last freed first.
+    pub(crate) free: Stack<u32>,
     pub(crate) grave_gen: u64,
     /// Cold queue, hard/easy sides, archive, cooling set, in flight, weights.
     pub(crate) parts: Partitions,
     /// Ids in insertion order (stale ids are skipped and compacted away): the
     /// topological order of the lineage forest, since children are newer.
-    pub(crate) log: Vec<u64>,
+    pub(crate) log: Stack<u64>,
     pub(crate) next_seq: u64,
     pub(crate) rng: Rng,
     pub(crate) counters: Counters,
@@ -125,9 +127,9 @@ impl Pool {
             inbox: Arc::new(Inbox::new(cfg.inbox_capacity as usize)),
             cfg,
             slots: Slots::default(),
-            free: Vec::new(),
+            free: Stack::default(),
             grave_gen: 0,
-            log: Vec::new(),
+            log: Stack::default(),
             next_seq: 0,
             counters: Counters::default(),
             step: 0,
@@ -242,11 +244,12 @@ impl Pool {
     }
 
     pub(crate) fn compact_log(&mut self) {
-        let log = std::mem::take(&mut self.log);
-        self.log = log
-            .into_iter()
-            .filter(|&id| self.slot_of(id).is_some())
-            .collect();
+        let live = self
+            .log
+            .iter()
+            .copied()
+            .filter(|&id| self.slot_of(id).is_some());
+        self.log = Stack::from_vec(live.collect());
     }
 
     /// A fresh id that never resolves: for prompts evicted on arrival.
@@ -323,6 +326,7 @@ impl Pool {
             self.evict(v.expect("a victim exists when the newcomer wins"));
         }
         let slot = self.alloc_slot();
+        self.slots.touch(slot);
         let s = slot as usize;
         self.slots.seq[s] = self.next_seq;
         self.next_seq += 1;
@@ -407,6 +411,7 @@ impl Pool {
         let slots = self.resolve_in_flight(ids)?;
 
         for (i, &slot) in slots.iter().enumerate() {
+            self.slots.touch(slot);
             let s = slot as usize;
             let new = self.cfg.normalize(rewards[i]);
             let observed =
@@ -692,5 +697,17 @@ impl Pool {
             .map(|b| b.len() as u64)
             .sum();
         assert_eq!(payload, self.payload_bytes(), "running payload total");
+        let mut copy = self.slots.clone();
+        let running = copy.digest();
+        copy.rebuild_digest();
+        assert_eq!(running, copy.digest(), "running slot digest");
+        assert_eq!(
+            self.free.digest(),
+            Stack::from_vec(self.free.to_vec()).digest()
+        );
+        assert_eq!(
+            self.log.digest(),
+            Stack::from_vec(self.log.to_vec()).digest()
+        );
     }
 }

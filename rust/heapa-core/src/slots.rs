@@ -1,6 +1,7 @@
 //! Per-prompt state as struct-of-arrays columns indexed by a dense `u32`
 //! slot, and the names of the partitions a slot can be in.
 
+use crate::digest::{self, Records};
 use crate::error::{invalid, Result};
 use crate::keys::{key, Key};
 use crate::payload::Arena;
@@ -85,6 +86,8 @@ pub(crate) struct Slots {
     pub parent: Vec<u64>,
     pub difficulty: Vec<f32>,
     pub payload: Arena,
+    /// Running digest of every slot's record, for the fingerprint.
+    pub digest: Records,
 }
 
 impl Slots {
@@ -105,6 +108,68 @@ impl Slots {
         self.parent.push(NO_PARENT);
         self.difficulty.push(1.0);
         self.payload.push_empty();
+        self.digest.grow(self.gen.len() as u32 - 1);
+    }
+
+    /// Slot `slot` is about to change: its old record leaves the digest
+    /// (once per flush). Every write to a held slot's columns comes after one.
+    #[inline]
+    pub fn touch(&mut self, slot: u32) {
+        if !self.digest.is_touched(slot) {
+            let old = self.record_hash(slot);
+            self.digest.touch(slot, old);
+        }
+    }
+
+    #[inline]
+    pub fn set_state(&mut self, slot: u32, st: State) {
+        if self.state[slot as usize] != st as u8 {
+            self.touch(slot);
+            self.state[slot as usize] = st as u8;
+        }
+    }
+
+    #[inline]
+    pub fn set_score(&mut self, slot: u32, v: f32) {
+        self.touch(slot);
+        self.score[slot as usize] = v;
+    }
+
+    /// The hash of everything a slot holds (columns and payload).
+    pub fn record_hash(&self, slot: u32) -> u64 {
+        let s = slot as usize;
+        let mut b = [0u8; 46];
+        b[0..4].copy_from_slice(&self.gen[s].to_le_bytes());
+        b[4..12].copy_from_slice(&self.seq[s].to_le_bytes());
+        b[12] = self.state[s];
+        b[13] = self.flags[s];
+        b[14..18].copy_from_slice(&self.score[s].to_le_bytes());
+        b[18..22].copy_from_slice(&self.visits[s].to_le_bytes());
+        b[22..26].copy_from_slice(&self.rollouts[s].to_le_bytes());
+        b[26..30].copy_from_slice(&self.correct[s].to_le_bytes());
+        b[30..34].copy_from_slice(&self.last_step[s].to_le_bytes());
+        b[34..42].copy_from_slice(&self.parent[s].to_le_bytes());
+        b[42..46].copy_from_slice(&self.difficulty[s].to_le_bytes());
+        let head = digest::element(u64::from(slot), &b);
+        self.payload
+            .get(s)
+            .map_or(head, |p| digest::element(head, p))
+    }
+
+    /// The digest of every slot (rehashes what changed since the last call).
+    pub fn digest(&mut self) -> u64 {
+        for slot in self.digest.take_touched() {
+            let h = self.record_hash(slot);
+            self.digest.settle(slot, h);
+        }
+        self.digest.sum()
+    }
+
+    /// Recomputes the digest from scratch (after loading; O(n)).
+    pub fn rebuild_digest(&mut self) {
+        let n = self.len() as u32;
+        let sum = (0..n).fold(0u64, |acc, i| acc.wrapping_add(self.record_hash(i)));
+        self.digest = Records::new(n, sum);
     }
 
     #[inline]
@@ -137,5 +202,6 @@ impl Slots {
             + self.parent.capacity() * 8
             + self.difficulty.capacity() * 4
             + self.payload.index_bytes()
+            + self.digest.bytes()
     }
 }

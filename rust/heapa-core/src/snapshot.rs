@@ -49,6 +49,7 @@ use crate::config::{
     check_difficulty, Boundary, Config, Direction, Eviction, RefreshMode, Reinsert, Sampling,
     Scope, Stat, Value,
 };
+use crate::digest::Stack;
 use crate::error::{CoreError, Result};
 use crate::inbox::InboxItem;
 use crate::keys::{key_slot, Key};
@@ -361,17 +362,19 @@ impl Pool {
         Pool::from_bytes(&bytes)
     }
 
-    /// Cheap-to-compare digest of the whole state (xxh3 over the same data a
-    /// snapshot holds, minus the inbox's queued items, which producers add
-    /// concurrently; saving therefore never changes the fingerprint).
-    pub fn fingerprint(&self) -> u64 {
+    /// Cheap-to-compare digest of the whole state: the data a snapshot holds,
+    /// minus the inbox's queued items (producers add them concurrently, and
+    /// saving never changes the fingerprint). Slots, the free list and the
+    /// insertion log enter through running digests, so the cost is what
+    /// changed since the last call plus the delayed and cooling prompts.
+    pub fn fingerprint(&mut self) -> u64 {
         let mut h = Xxh3::new();
         put_config(&mut h, &self.cfg);
         self.put_state(&mut h, (0, 0));
-        self.put_slots(&mut h);
-        self.put_payloads(&mut h);
-        h.put(bytemuck::cast_slice(&self.free));
-        h.put(bytemuck::cast_slice(&self.log));
+        h.u64(self.slots.len() as u64);
+        h.u64(self.slots.digest());
+        h.u64(self.free.digest());
+        h.u64(self.log.digest());
         for (ready, it) in &self.pending {
             h.u64(*ready);
             put_item(&mut h, it);
@@ -779,6 +782,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         parent: r.col(n)?,
         difficulty: r.col(n)?,
         payload: Arena::with_capacity(n, sec[3].len()),
+        digest: Default::default(),
     };
     r.done()?;
 
@@ -922,7 +926,8 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         )));
     }
     pool.slots = slots;
-    pool.free = free;
+    pool.slots.rebuild_digest();
+    pool.free = Stack::from_vec(free);
     // The partitions are rebuilt from the columns through the path a bulk
     // refresh takes, after checking that the stored split is the one the
     // configuration gives.
@@ -980,7 +985,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         )));
     }
     pool.parts.cooling = cooling;
-    pool.log = log;
+    pool.log = Stack::from_vec(log);
     check_history(&pool)?;
     pool.pending = pending;
     pool.inbox.restore(queued, inbox_counts.0, inbox_counts.1);
