@@ -42,23 +42,19 @@ def ids(x: Any, name: str = "ids") -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.uint64)
 
 
-def floats(x: Any, name: str, n: int | None = None) -> np.ndarray:
-    """A float64 column; NaN/inf and range checks happen in the engine."""
+def floats(x: Any, name: str) -> np.ndarray:
+    """A float64 column; lengths, NaN/inf and ranges are checked by the engine."""
     a = _as_1d(x, name)
     if a.size and a.dtype.kind not in "fiub":
         raise InvalidInputError(f"{name}: expected a numeric array, got dtype {a.dtype}")
-    if n is not None and a.shape[0] != n:
-        raise InvalidInputError(f"{name}: expected length {n} (one per prompt), got {a.shape[0]}")
     return np.ascontiguousarray(a, dtype=np.float64)
 
 
-def counts(x: Any, name: str, n: int) -> np.ndarray:
-    """A non-negative count column as uint32."""
+def counts(x: Any, name: str) -> np.ndarray:
+    """A non-negative count column as uint32 (lengths are checked by the engine)."""
     a = _as_1d(x, name)
     if a.size and a.dtype.kind not in "iub":
         raise InvalidInputError(f"{name}: expected an integer array, got dtype {a.dtype}")
-    if a.shape[0] != n:
-        raise InvalidInputError(f"{name}: expected length {n} (one per id), got {a.shape[0]}")
     if a.size and ((a < 0).any() or (a > np.iinfo(np.uint32).max).any()):
         i = int(np.flatnonzero((a < 0) | (a > np.iinfo(np.uint32).max))[0])
         raise InvalidInputError(f"{name}[{i}] = {a[i]}: expected a count in [0, 2**32)")

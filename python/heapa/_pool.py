@@ -131,7 +131,7 @@ class Inbox:
         """
         n = A.length(prompts, "prompts")
         par = None if parents is None else A.ids(parents, "parents")
-        dif = None if difficulty is None else A.floats(difficulty, "difficulty", n)
+        dif = None if difficulty is None else A.floats(difficulty, "difficulty")
         return self._core.inbox_push(prompts, answers, A.metadata(metadata, n), par, dif)
 
     def __len__(self) -> int:
@@ -189,9 +189,9 @@ class Pool:
         policy's self-reported ratio, clamped to [0.75, 1.33]).
         """
         n = A.length(prompts, "prompts")
-        rew = None if rewards is None else A.floats(rewards, "rewards", n)
+        rew = None if rewards is None else A.floats(rewards, "rewards")
         par = None if parents is None else A.ids(parents, "parents")
-        dif = None if difficulty is None else A.floats(difficulty, "difficulty", n)
+        dif = None if difficulty is None else A.floats(difficulty, "difficulty")
         return self._core.add(prompts, answers, rew, A.metadata(metadata, n), par, dif)
 
     def sample(self, k: int) -> np.ndarray:
@@ -212,10 +212,9 @@ class Pool:
     ) -> None:
         """Records each in-flight prompt's group-mean reward, by id."""
         i = A.ids(ids)
-        n = i.shape[0]
-        r = A.floats(rewards, "rewards", n)
-        nr = None if n_rollouts is None else A.counts(n_rollouts, "n_rollouts", n)
-        nc = None if n_correct is None else A.counts(n_correct, "n_correct", n)
+        r = A.floats(rewards, "rewards")
+        nr = None if n_rollouts is None else A.counts(n_rollouts, "n_rollouts")
+        nc = None if n_correct is None else A.counts(n_correct, "n_correct")
         s = None if step is None else A.count(step, "step")
         self._core.report(i, r, nr, nc, s)
 
