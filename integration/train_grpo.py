@@ -50,7 +50,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULTS = {
     "tiny": dict(max_steps=80, prompts_per_step=64, max_completion_length=3, learning_rate=3e-3, eval_every=0),
     "packaged": dict(
-        max_steps=20, prompts_per_step=8, max_completion_length=16, learning_rate=1e-5, pool_size=64, eval_every=10
+        max_steps=16, prompts_per_step=8, max_completion_length=16, learning_rate=1e-5, pool_size=48, eval_every=8
     ),
     "dir": dict(
         max_steps=200, prompts_per_step=16, max_completion_length=1024, learning_rate=1e-6, pool_size=1000, eval_every=0
@@ -67,10 +67,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         f"memory) or a local Hugging Face model directory (default: {DEFAULT_MODEL})",
     )
     p.add_argument("--dataset", help="JSONL/Parquet file with prompt and answer columns (default: heapa.tasks)")
-    p.add_argument("--pool-size", type=int, default=None, help="training prompts from heapa.tasks (default 64)")
+    p.add_argument("--pool-size", type=int, default=None, help="training prompts from heapa.tasks (default 48)")
     p.add_argument("--heldout-per-level", type=int, default=10, help="held-out problems per level (heapa.tasks)")
     p.add_argument(
-        "--eval-every", type=int, default=None, help="steps between held-out evaluations (default 10; 0: start and end)"
+        "--eval-every", type=int, default=None, help="steps between held-out evaluations (default 8; 0: start and end)"
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--sampling", default="medium", choices=["medium", "mixed", "uniform", "prioritized"])
@@ -84,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "revisit_fraction 0.25)",
     )
     p.add_argument(
-        "--max-steps", type=int, default=None, help="optimizer steps (default: 80 tiny, 20 packaged, 200 dir)"
+        "--max-steps", type=int, default=None, help="optimizer steps (default: 80 tiny, 16 packaged, 200 dir)"
     )
     p.add_argument("--use-vllm", action="store_true", help="generate with vLLM (GPU; TRL's own vLLM path)")
     p.add_argument("--vllm-mode", default="colocate", choices=["colocate", "server"])
