@@ -489,7 +489,7 @@ def augmentation_examples(trainer, k: int = 5) -> str:
     return "\n".join(lines)
 
 
-def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict[str, float]) -> str:
+def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict[str, float], levels: list) -> str:
     """The closing summary: what was trained, how long it took, and what changed."""
     import resource
 
@@ -503,7 +503,6 @@ def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict
 
         threads = f", {torch.get_num_threads()} thread(s)"
     pool = trainer.heapa_pool
-    levels = sorted({(m or {}).get("level") for m in pool.metadata(pool.ids("cold"))} - {None})
     lines = [
         "run report",
         f"  model      {args.model}: {n_params / 1e6:.1f}M parameters, {next(model.parameters()).dtype}, "
@@ -635,7 +634,8 @@ def main(argv=None) -> int:
         last = [r["batch/pass_rate"] for r in rows[-10:]]
         print(f"pass rate: first 10 steps {np.mean(first):.3f} -> last 10 steps {np.mean(last):.3f}")
     else:
-        print(run_report(args, trainer, rows, evals, seconds))
+        levels = sorted(set(data["train"]["level"])) if "level" in data["train"].column_names else []
+        print(run_report(args, trainer, rows, evals, seconds, levels))
     print(
         f"trained {args.max_steps} steps in {seconds['train']:.1f}s ({seconds['train'] / args.max_steps * 1000:.0f} "
         f"ms/step; pool {np.median(pool_ms):.2f} ms/step median) -> {out / 'metrics.jsonl'}, {out / 'metrics.png'}"
