@@ -233,9 +233,9 @@ impl Pool {
     pub(crate) fn free_slot(&mut self, slot: u32) {
         self.parts.remove(&mut self.slots, slot);
         let s = slot as usize;
-        self.slots.payload.clear(s);
-        self.slots.flags[s] = 0;
-        self.slots.gen[s] = self.slots.gen[s].wrapping_add(1);
+        self.slots.clear_payload(slot);
+        self.slots.set_flags(slot, 0);
+        self.slots.set_gen(slot, self.slots.gen[s].wrapping_add(1));
         self.free.push(slot);
         // Keep the insertion log proportional to what is held.
         if self.log.len() > 2 * self.held() as usize + 1024 {
@@ -326,23 +326,23 @@ impl Pool {
             self.evict(v.expect("a victim exists when the newcomer wins"));
         }
         let slot = self.alloc_slot();
-        self.slots.touch(slot);
-        let s = slot as usize;
-        self.slots.seq[s] = self.next_seq;
+        let sl = &mut self.slots;
+        sl.set_seq(slot, self.next_seq);
         self.next_seq += 1;
-        self.slots.flags[s] = match (score.is_some(), estimated) {
+        let flags = match (score.is_some(), estimated) {
             (true, true) => HAS_SCORE | ESTIMATED,
             (true, false) => HAS_SCORE,
             _ => 0,
         };
-        self.slots.score[s] = score.unwrap_or(0.0);
-        self.slots.visits[s] = 0;
-        self.slots.rollouts[s] = 0;
-        self.slots.correct[s] = 0;
-        self.slots.last_step[s] = NO_STEP;
-        self.slots.parent[s] = parent.map_or(NO_PARENT, |(p, _)| p);
-        self.slots.difficulty[s] = d as f32;
-        self.slots.payload.set(s, &it.payload);
+        sl.set_flags(slot, flags);
+        sl.set_score(slot, score.unwrap_or(0.0));
+        sl.set_visits(slot, 0);
+        sl.set_rollouts(slot, 0);
+        sl.set_correct(slot, 0);
+        sl.set_last_step(slot, NO_STEP);
+        sl.set_parent(slot, parent.map_or(NO_PARENT, |(p, _)| p));
+        sl.set_difficulty(slot, d as f32);
+        sl.set_payload(slot, &it.payload);
         if estimated {
             self.counters.estimated += 1;
         }
@@ -411,7 +411,6 @@ impl Pool {
         let slots = self.resolve_in_flight(ids)?;
 
         for (i, &slot) in slots.iter().enumerate() {
-            self.slots.touch(slot);
             let s = slot as usize;
             let new = self.cfg.normalize(rewards[i]);
             let observed =
@@ -423,21 +422,22 @@ impl Pool {
                 }
                 _ => new,
             };
-            self.slots.score[s] = store_score(value);
-            self.slots.flags[s] = HAS_SCORE;
-            self.slots.visits[s] = self.slots.visits[s].saturating_add(1);
+            let sl = &mut self.slots;
+            sl.set_score(slot, store_score(value));
+            sl.set_flags(slot, HAS_SCORE);
+            sl.set_visits(slot, sl.visits[s].saturating_add(1));
             if let Some(r) = n_rollouts {
-                self.slots.rollouts[s] = self.slots.rollouts[s].saturating_add(r[i]);
+                sl.set_rollouts(slot, sl.rollouts[s].saturating_add(r[i]));
             }
             if let Some(c) = n_correct {
-                self.slots.correct[s] = self.slots.correct[s].saturating_add(c[i]);
+                sl.set_correct(slot, sl.correct[s].saturating_add(c[i]));
             }
             if let Some(st) = step {
-                self.slots.last_step[s] = st as u32;
+                sl.set_last_step(slot, st as u32);
                 self.step = self.step.max(st);
             }
             // Trained just now: last among equal scores.
-            self.slots.seq[s] = self.next_seq;
+            self.slots.set_seq(slot, self.next_seq);
             self.next_seq += 1;
             self.parts.land(&mut self.slots, slot);
         }
@@ -697,10 +697,11 @@ impl Pool {
             .map(|b| b.len() as u64)
             .sum();
         assert_eq!(payload, self.payload_bytes(), "running payload total");
-        let mut copy = self.slots.clone();
-        let running = copy.digest();
-        copy.rebuild_digest();
-        assert_eq!(running, copy.digest(), "running slot digest");
+        assert_eq!(
+            self.slots.digest,
+            self.slots.full_digest(),
+            "running slot digest"
+        );
         assert_eq!(
             self.free.digest(),
             Stack::from_vec(self.free.to_vec()).digest()

@@ -1,7 +1,7 @@
 //! Per-prompt state as struct-of-arrays columns indexed by a dense `u32`
 //! slot, and the names of the partitions a slot can be in.
 
-use crate::digest::{self, Records};
+use crate::digest;
 use crate::error::{invalid, Result};
 use crate::keys::{key, Key};
 use crate::payload::Arena;
@@ -86,8 +86,55 @@ pub(crate) struct Slots {
     pub parent: Vec<u64>,
     pub difficulty: Vec<f32>,
     pub payload: Arena,
-    /// Running digest of every slot's record, for the fingerprint.
-    pub digest: Records,
+    /// Running digest of every (slot, column) value and every payload, for
+    /// the fingerprint: each write through a setter swaps one term.
+    pub digest: u64,
+}
+
+/// Column ids in the digest's terms.
+const GEN: u8 = 0;
+const SEQ: u8 = 1;
+const STATE: u8 = 2;
+const FLAGS: u8 = 3;
+const SCORE: u8 = 4;
+const VISITS: u8 = 5;
+const ROLLOUTS: u8 = 6;
+const CORRECT: u8 = 7;
+const LAST_STEP: u8 = 8;
+const PARENT: u8 = 9;
+const DIFFICULTY: u8 = 10;
+const PAYLOAD: u8 = 11;
+
+/// One (slot, column, value) term of the digest.
+#[inline]
+fn term(slot: u32, column: u8, bytes: &[u8]) -> u64 {
+    digest::element(u64::from(slot) << 8 | u64::from(column), bytes)
+}
+
+/// A setter per column: writes the value and swaps its digest term. Every
+/// write to a slot's columns goes through one of these.
+macro_rules! setters {
+    ($($set:ident: $col:ident: $t:ty = $id:ident),+ $(,)?) => {
+        $(
+            #[inline]
+            pub fn $set(&mut self, slot: u32, v: $t) {
+                let old = std::mem::replace(&mut self.$col[slot as usize], v);
+                let (a, b) = (bytemuck::bytes_of(&old), bytemuck::bytes_of(&v));
+                if a != b {
+                    self.digest = self
+                        .digest
+                        .wrapping_sub(term(slot, $id, a))
+                        .wrapping_add(term(slot, $id, b));
+                }
+            }
+        )+
+
+        /// The digest terms of every column of one slot.
+        fn column_terms(&self, slot: u32) -> u64 {
+            let s = slot as usize;
+            0u64 $(.wrapping_add(term(slot, $id, bytemuck::bytes_of(&self.$col[s]))))+
+        }
+    };
 }
 
 impl Slots {
@@ -108,68 +155,49 @@ impl Slots {
         self.parent.push(NO_PARENT);
         self.difficulty.push(1.0);
         self.payload.push_empty();
-        self.digest.grow(self.gen.len() as u32 - 1);
+        let slot = self.gen.len() as u32 - 1;
+        self.digest = self.digest.wrapping_add(self.column_terms(slot));
     }
 
-    /// Slot `slot` is about to change: its old record leaves the digest
-    /// (once per flush). Every write to a held slot's columns comes after one.
-    #[inline]
-    pub fn touch(&mut self, slot: u32) {
-        if !self.digest.is_touched(slot) {
-            let old = self.record_hash(slot);
-            self.digest.touch(slot, old);
-        }
+    setters! {
+        set_gen: gen: u32 = GEN,
+        set_seq: seq: u64 = SEQ,
+        set_state_code: state: u8 = STATE,
+        set_flags: flags: u8 = FLAGS,
+        set_score: score: f32 = SCORE,
+        set_visits: visits: u32 = VISITS,
+        set_rollouts: rollouts: u32 = ROLLOUTS,
+        set_correct: correct: u32 = CORRECT,
+        set_last_step: last_step: u32 = LAST_STEP,
+        set_parent: parent: u64 = PARENT,
+        set_difficulty: difficulty: f32 = DIFFICULTY,
     }
 
     #[inline]
     pub fn set_state(&mut self, slot: u32, st: State) {
-        if self.state[slot as usize] != st as u8 {
-            self.touch(slot);
-            self.state[slot as usize] = st as u8;
+        self.set_state_code(slot, st as u8);
+    }
+
+    /// Stores a slot's payload (it must have none).
+    pub fn set_payload(&mut self, slot: u32, p: &[u8]) {
+        self.digest = self.digest.wrapping_add(term(slot, PAYLOAD, p));
+        self.payload.set(slot as usize, p);
+    }
+
+    pub fn clear_payload(&mut self, slot: u32) {
+        if let Some(p) = self.payload.get(slot as usize) {
+            self.digest = self.digest.wrapping_sub(term(slot, PAYLOAD, p));
+            self.payload.clear(slot as usize);
         }
     }
 
-    #[inline]
-    pub fn set_score(&mut self, slot: u32, v: f32) {
-        self.touch(slot);
-        self.score[slot as usize] = v;
-    }
-
-    /// The hash of everything a slot holds (columns and payload).
-    pub fn record_hash(&self, slot: u32) -> u64 {
-        let s = slot as usize;
-        let mut b = [0u8; 46];
-        b[0..4].copy_from_slice(&self.gen[s].to_le_bytes());
-        b[4..12].copy_from_slice(&self.seq[s].to_le_bytes());
-        b[12] = self.state[s];
-        b[13] = self.flags[s];
-        b[14..18].copy_from_slice(&self.score[s].to_le_bytes());
-        b[18..22].copy_from_slice(&self.visits[s].to_le_bytes());
-        b[22..26].copy_from_slice(&self.rollouts[s].to_le_bytes());
-        b[26..30].copy_from_slice(&self.correct[s].to_le_bytes());
-        b[30..34].copy_from_slice(&self.last_step[s].to_le_bytes());
-        b[34..42].copy_from_slice(&self.parent[s].to_le_bytes());
-        b[42..46].copy_from_slice(&self.difficulty[s].to_le_bytes());
-        let head = digest::element(u64::from(slot), &b);
-        self.payload
-            .get(s)
-            .map_or(head, |p| digest::element(head, p))
-    }
-
-    /// The digest of every slot (rehashes what changed since the last call).
-    pub fn digest(&mut self) -> u64 {
-        for slot in self.digest.take_touched() {
-            let h = self.record_hash(slot);
-            self.digest.settle(slot, h);
-        }
-        self.digest.sum()
-    }
-
-    /// Recomputes the digest from scratch (after loading; O(n)).
-    pub fn rebuild_digest(&mut self) {
-        let n = self.len() as u32;
-        let sum = (0..n).fold(0u64, |acc, i| acc.wrapping_add(self.record_hash(i)));
-        self.digest = Records::new(n, sum);
+    /// The digest from scratch (after loading, and to check the running one).
+    pub fn full_digest(&self) -> u64 {
+        (0..self.len() as u32).fold(0u64, |acc, slot| {
+            let p = self.payload.get(slot as usize);
+            acc.wrapping_add(self.column_terms(slot))
+                .wrapping_add(p.map_or(0, |p| term(slot, PAYLOAD, p)))
+        })
     }
 
     #[inline]
@@ -202,6 +230,5 @@ impl Slots {
             + self.parent.capacity() * 8
             + self.difficulty.capacity() * 4
             + self.payload.index_bytes()
-            + self.digest.bytes()
     }
 }

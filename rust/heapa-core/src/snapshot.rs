@@ -365,14 +365,14 @@ impl Pool {
     /// Cheap-to-compare digest of the whole state: the data a snapshot holds,
     /// minus the inbox's queued items (producers add them concurrently, and
     /// saving never changes the fingerprint). Slots, the free list and the
-    /// insertion log enter through running digests, so the cost is what
-    /// changed since the last call plus the delayed and cooling prompts.
-    pub fn fingerprint(&mut self) -> u64 {
+    /// insertion log enter through running digests kept up to date by every
+    /// write, so the cost is that of the delayed and cooling prompts only.
+    pub fn fingerprint(&self) -> u64 {
         let mut h = Xxh3::new();
         put_config(&mut h, &self.cfg);
         self.put_state(&mut h, (0, 0));
         h.u64(self.slots.len() as u64);
-        h.u64(self.slots.digest());
+        h.u64(self.slots.digest);
         h.u64(self.free.digest());
         h.u64(self.log.digest());
         for (ready, it) in &self.pending {
@@ -782,7 +782,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         parent: r.col(n)?,
         difficulty: r.col(n)?,
         payload: Arena::with_capacity(n, sec[3].len()),
-        digest: Default::default(),
+        digest: 0,
     };
     r.done()?;
 
@@ -926,7 +926,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         )));
     }
     pool.slots = slots;
-    pool.slots.rebuild_digest();
+    pool.slots.digest = pool.slots.full_digest();
     pool.free = Stack::from_vec(free);
     // The partitions are rebuilt from the columns through the path a bulk
     // refresh takes, after checking that the stored split is the one the
