@@ -489,7 +489,7 @@ def augmentation_examples(trainer, k: int = 5) -> str:
     return "\n".join(lines)
 
 
-def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict[str, float], levels: list) -> str:
+def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict[str, float], train) -> str:
     """The closing summary: what was trained, how long it took, and what changed."""
     import resource
 
@@ -502,12 +502,12 @@ def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict
         import torch
 
         threads = f", {torch.get_num_threads()} thread(s)"
-    pool = trainer.heapa_pool
+    levels = sorted(set(train["level"])) if "level" in train.column_names else []
     lines = [
         "run report",
         f"  model      {args.model}: {n_params / 1e6:.1f}M parameters, {next(model.parameters()).dtype}, "
         f"{device.type}{threads}",
-        f"  task       {pool.stats()['added']} training prompts"
+        f"  task       {len(train)} training prompts"
         + (f" (heapa.tasks, levels {levels[0]}-{levels[-1]})" if levels else "")
         + (f"; held-out {evals[0]['n']} problems" if evals else ""),
         f"  pool       --preset {args.preset}: {preset(args.preset)}",
@@ -634,8 +634,7 @@ def main(argv=None) -> int:
         last = [r["batch/pass_rate"] for r in rows[-10:]]
         print(f"pass rate: first 10 steps {np.mean(first):.3f} -> last 10 steps {np.mean(last):.3f}")
     else:
-        levels = sorted(set(data["train"]["level"])) if "level" in data["train"].column_names else []
-        print(run_report(args, trainer, rows, evals, seconds, levels))
+        print(run_report(args, trainer, rows, evals, seconds, data["train"]))
     print(
         f"trained {args.max_steps} steps in {seconds['train']:.1f}s ({seconds['train'] / args.max_steps * 1000:.0f} "
         f"ms/step; pool {np.median(pool_ms):.2f} ms/step median) -> {out / 'metrics.jsonl'}, {out / 'metrics.png'}"
