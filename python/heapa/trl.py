@@ -58,6 +58,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 
 from heapa import HeapaError, InvalidInputError, Pool, PoolConfig
+from heapa._inspect import POOL_FILE, STATE_FILE, checkpoint_complete, checkpoint_folders
 from heapa.augment import AugmentationConfig, Augmenter
 
 __all__ = [
@@ -80,13 +81,12 @@ _HOOKS = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
     "_save_checkpoint": ("self", "model", "trial"),
     "_load_optimizer_and_scheduler": ("self", "checkpoint"),
+    "get_batch_samples": ("self", "epoch_iterator", "num_batches", "device"),
 }
 # Trainer attributes read by the mixin (checked after construction).
 _ATTRS = ("accelerator", "num_generations", "reward_func_names", "reward_weights", "state", "_metrics")
 
 ID_COLUMN = "heapa_id"
-POOL_FILE = "heapa_pool.bin"
-STATE_FILE = "heapa_trainer.json"
 _POOL_METRICS = ("size", "cold", "hard", "easy", "in_flight", "archived", "evicted", "boundary")
 #: Names of the metrics the trainer logs every step (``aug/*`` come on top with augmentation).
 METRICS = (*(f"pool/{k}" for k in _POOL_METRICS), "batch/pass_rate", "batch/zero_variance_frac", "time/pool_ms")
@@ -479,6 +479,45 @@ class HeaPAMixin:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any):
+        """TRL's ``train``; ``resume_from_checkpoint=True`` takes the newest *complete* checkpoint in
+        ``output_dir`` (transformers takes the newest folder, which a process killed while saving leaves
+        half-written)."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = self._heapa_resume_point()
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _heapa_resume_point(self) -> str | bool:
+        folders = checkpoint_folders(self.args.output_dir)
+        if not folders:
+            return True  # transformers' own message: no checkpoint found
+        complete = [f for f in folders if checkpoint_complete(f)]
+        if not complete:
+            raise ValueError(
+                f"heapa.trl: no complete checkpoint in {self.args.output_dir}: {[f.name for f in folders]} lack "
+                f"{STATE_FILE} (written last; the process stopped while saving). Start the run again without "
+                "resume_from_checkpoint."
+            )
+        skipped = [f.name for f in folders[folders.index(complete[-1]) + 1 :]]
+        if skipped:
+            logger.warning(
+                "heapa.trl: skipping incomplete checkpoint(s) %s (no %s: the process stopped while saving); "
+                "resuming from %s.",
+                skipped,
+                STATE_FILE,
+                complete[-1].name,
+            )
+        return str(complete[-1])
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # transformers resumes a finished run one step too far when max_steps is not a multiple of the epoch
+        # length (it skips global_step % steps_per_epoch batches of the last epoch and trains the next one):
+        # that step would draw, generate and report a round past max_steps. No batch, and training stops.
+        if self.state.global_step >= self.args.max_steps:
+            self.control.should_training_stop = True
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
+
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
         if self.heapa_pool is None or not self.args.should_save:
@@ -497,18 +536,38 @@ class HeaPAMixin:
             fingerprint = int(self.heapa_pool.fingerprint())
             if aug is not None:
                 aug.save(folder)
+        # Written last and atomically: its presence marks a complete checkpoint (train(resume_from_checkpoint=True)
+        # skips a folder without it, left by a process killed while writing the checkpoint).
         state = {"format": 1, "chat": self._heapa_chat, "fingerprint": fingerprint}
-        with open(os.path.join(folder, STATE_FILE), "w") as f:
+        path = os.path.join(folder, STATE_FILE)
+        with open(path + ".tmp", "w") as f:
             json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None or self.heapa_pool is None:
             return
+        if self.state.global_step >= self.args.max_steps:
+            logger.warning(
+                "heapa.trl: %s is at step %d and max_steps is %d: the run is complete. Resuming it trains nothing "
+                "and leaves the pool as it was saved; raise max_steps to train further.",
+                checkpoint,
+                self.state.global_step,
+                self.args.max_steps,
+            )
         path = os.path.join(checkpoint, POOL_FILE)
         if not os.path.exists(path):
             logger.warning("heapa.trl: %s has no pool snapshot; keeping the pool seeded from the dataset.", checkpoint)
             return
+        if not checkpoint_complete(checkpoint):
+            raise HeapaError(
+                f"heapa.trl: {checkpoint} is incomplete (no valid {STATE_FILE}: the process stopped while writing "
+                "it). Resume from an earlier checkpoint, or with resume_from_checkpoint=True, which skips "
+                "incomplete ones."
+            )
         with open(os.path.join(checkpoint, STATE_FILE)) as f:
             state = json.load(f)
         if state["chat"] != self._heapa_chat:
