@@ -1,4 +1,4 @@
-"""The ``heapa`` command: ``heapa bench ...`` and ``heapa simulate ...``."""
+"""The ``heapa`` command: ``heapa bench ...``, ``heapa simulate ...`` and ``heapa inspect PATH``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "bench": ("heapa.bench", "million-prompt microbenchmarks against Python baselines"),
     "simulate": ("heapa.sim", "simulated RLVR learner comparing samplers"),
+    "inspect": ("heapa._inspect", "what a pool snapshot or TRL checkpoint holds (--json, --plot)"),
 }
 
 
