@@ -171,7 +171,7 @@ def summarize(pool: Pool, top: int = 5, sample: int = 20_000, width: int = 80, s
         },
         "scores": {
             "reward_range": [lo, hi],
-            "edges": edges.tolist(),
+            "edges": [round(float(e), 12) for e in edges],
             "scored": int(scored.sum()),
             "unscored": int((~scored).sum()),
             "estimated": int((rec["estimated"] & scored).sum()),
@@ -517,5 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as e:
             print(f"heapa inspect: cannot write {args.plot}: {e}", file=sys.stderr)
             return 1
-    print(json.dumps(report, indent=1) if args.json else render(report))
+    try:
+        print(json.dumps(report) if args.json else render(report), flush=True)
+    except BrokenPipeError:  # `heapa inspect ... | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -209,6 +209,12 @@ class HeaPAMixin:
         dataset = bound.arguments.get("train_dataset")
         _check_args(targs)
         _check_dataset(dataset, prompt_column, answer_column)
+        if targs.save_total_limit == 1:
+            logger.warning(
+                "heapa.trl: with save_total_limit=1, transformers deletes the previous checkpoint before heapa's "
+                "files are written into the new one: a process killed in between leaves no complete checkpoint to "
+                "resume from. Use save_total_limit >= 2."
+            )
 
         # The dataloader drives the step loop only: hand TRL placeholder rows, about one epoch's worth.
         per_round = targs.generation_batch_size // targs.num_generations
