@@ -25,6 +25,7 @@ from heapa import NO_PARENT, HeapaError, InvalidInputError, PoolConfig
 from heapa.augment import COMPACT_TEMPLATE, STATE_FILE, AugmentationConfig, Sampling, TaggedFormat, Verdict
 from heapa.testing import arithmetic_dataset, char_tokenizer, tiny_grpo_config, tiny_model
 from heapa.trl import (
+    METRICS,
     POOL_FILE,
     SUPPORTED_VERSIONS,
     HeaPAGRPOTrainer,
@@ -549,3 +550,25 @@ def test_example_script_writes_metrics_and_plot(tmp_path, augment, preset):
         assert "augmentation: 24 proposed" in proc.stdout
     else:
         assert not any(k.startswith("aug/") for r in rows for k in r)
+
+
+def test_metrics_reach_tensorboard_through_trls_logging(tmp_path):
+    """``report_to="tensorboard"``: the pool and batch metrics go through TRL's own logging, so any
+    tracker TRL supports receives them; read back from the event files."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    # 4 prompts, 2 a step: from step 3 on the pool has scores and a boundary (undefined before: not logged)
+    cfg = {"report_to": ["tensorboard"], "max_steps": 4}
+    trainer = make_trainer(tmp_path, dataset=arithmetic_dataset(4), config=cfg)
+    trainer.train()
+    runs = [root for root, _, files in os.walk(tmp_path) if any("tfevents" in f for f in files)]
+    assert runs, f"no event files under {tmp_path}"
+    tags = set()
+    for run in runs:
+        acc = EventAccumulator(run)
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    # transformers prefixes training scalars with "train/"
+    logged = {t.removeprefix("train/") for t in tags}
+    assert set(METRICS) <= logged, sorted(set(METRICS) - logged)
