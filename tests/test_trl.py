@@ -25,7 +25,6 @@ from heapa import NO_PARENT, HeapaError, InvalidInputError, PoolConfig
 from heapa.augment import COMPACT_TEMPLATE, STATE_FILE, AugmentationConfig, Sampling, TaggedFormat, Verdict
 from heapa.testing import arithmetic_dataset, char_tokenizer, tiny_grpo_config, tiny_model
 from heapa.trl import (
-    METRICS,
     POOL_FILE,
     SUPPORTED_VERSIONS,
     HeaPAGRPOTrainer,
