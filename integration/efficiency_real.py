@@ -6,8 +6,8 @@ GRPO through the same ``heapa.trl.HeaPAGRPOTrainer`` on the same training pool (
 only the pool's configuration differs:
 
   uniform      PoolConfig(sampling="uniform", reinsert="immediate")
-  recommended  heapa.sim.samplers.SAMPLERS[heapa.sim.samplers.RECOMMENDED].pool (what heapa recommends)
-  heapa_paper  heapa.sim.samplers.SAMPLERS["heapa_paper"].pool (HeaPA as published)
+  recommended  PoolConfig.frontier() (what heapa recommends)
+  heapa_paper  PoolConfig.paper() (HeaPA as published)
 
 Seeds are paired (seed k of every arm has the same RL seed) and every arm gets the same rollout budget
 (steps x prompts per step x G). Greedy math-verify accuracy on a fixed held-out split (never in the pool) is

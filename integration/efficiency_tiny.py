@@ -7,8 +7,8 @@ warmed weights are kept in memory, and every arm and seed starts from them. Each
 through the same ``heapa.trl.HeaPAGRPOTrainer``, and only the pool's configuration differs:
 
   uniform      PoolConfig(sampling="uniform", reinsert="immediate")
-  recommended  heapa.sim.samplers.SAMPLERS[heapa.sim.samplers.RECOMMENDED].pool (what heapa recommends)
-  heapa_paper  heapa.sim.samplers.SAMPLERS["heapa_paper"].pool (HeaPA as published)
+  recommended  PoolConfig.frontier() (what heapa recommends)
+  heapa_paper  PoolConfig.paper() (HeaPA as published)
 
 All arms have the same seeds and the same rollout budget (steps x prompts per step x G). Greedy exact-match
 accuracy on a fixed held-out set (same generator, prompts in neither the pool nor the warm-up data) is
@@ -237,9 +237,12 @@ def evaluate(model, tok, heldout, batch_size: int = 256) -> dict[str, float]:
 
 
 def pool_overrides(arm: str) -> dict:
-    from heapa.sim.samplers import RECOMMENDED, SAMPLERS
+    """The arm's PoolConfig overrides: the named presets for heapa's arms, the simulator's for uniform."""
+    from heapa import PRESETS
+    from heapa.sim.samplers import SAMPLERS
 
-    return dict(SAMPLERS[RECOMMENDED if arm == "recommended" else arm].pool)
+    named = {"recommended": "frontier", "heapa_paper": "paper"}
+    return dict(PRESETS[named[arm]]) if arm in named else dict(SAMPLERS[arm].pool)
 
 
 def run_one(args, arm: str, seed: int, tok, state, splits) -> dict:
