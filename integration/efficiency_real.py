@@ -261,6 +261,12 @@ def load_runs(folder: Path, key: str) -> dict[tuple[str, int], dict]:
 
 
 def summarise(args, out: Path, runs_by_key: dict, setup: dict, wall: float) -> int:
+    for (arm, seed), r in sorted(runs_by_key.items(), key=lambda kv: (kv[0][1], args.arms.index(kv[0][0]))):
+        acc = " ".join(f"{a:.2f}" for a in r["curve"]["accuracy"])
+        print(
+            f"seed {seed} {arm:>11}: held-out accuracy at steps {r['curve']['step']}: {acc}; informative groups "
+            f"{r['informative_frac']:.2f}; {r['seconds']:.0f}s"
+        )
     seeds = sorted({s for (_, s) in runs_by_key})
     complete = [s for s in seeds if all((arm, s) in runs_by_key for arm in args.arms)]
     missing = [(arm, s) for s in range(args.seeds) for arm in args.arms if (arm, s) not in runs_by_key]
