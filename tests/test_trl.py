@@ -536,7 +536,7 @@ def test_example_script_writes_metrics_and_plot(tmp_path, augment, preset):
     cmd += ["--prompts-per-step", "4"]
     cmd += ["--preset", preset]
     if augment:
-        cmd += ["--augment", "--warmup-steps", "20"]
+        cmd += ["--augment", "--format_warmup_steps", "20"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
