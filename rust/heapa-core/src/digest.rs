@@ -8,36 +8,56 @@
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+/// A 64-bit mixer (the SplitMix64 finaliser): a bijection whose output bits
+/// each depend on every input bit.
+#[inline]
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// The hash of one element (`bytes`) at `position`.
 pub(crate) fn element(position: u64, bytes: &[u8]) -> u64 {
     xxh3_64_with_seed(bytes, position)
 }
 
-/// A stack (push and pop at the end) with a digest of its contents.
+/// A stack (push and pop at the end) of values of at most 8 bytes, with a
+/// digest of its contents.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Stack<T> {
     items: Vec<T>,
     sum: u64,
 }
 
+/// The term of a value of at most 8 bytes at `position`.
+#[inline]
+pub(crate) fn small<T: bytemuck::Pod>(position: u64, v: &T) -> u64 {
+    let mut bits = [0u8; 8];
+    let b = bytemuck::bytes_of(v);
+    bits[..b.len()].copy_from_slice(b);
+    mix(mix(position) ^ u64::from_le_bytes(bits))
+}
+
 impl<T: bytemuck::Pod> Stack<T> {
     pub fn from_vec(items: Vec<T>) -> Self {
-        let sum = items.iter().enumerate().fold(0u64, |s, (i, x)| {
-            s.wrapping_add(element(i as u64, bytemuck::bytes_of(x)))
-        });
+        let sum = items
+            .iter()
+            .enumerate()
+            .fold(0u64, |s, (i, x)| s.wrapping_add(small(i as u64, x)));
         Stack { items, sum }
     }
 
     pub fn push(&mut self, x: T) {
         let at = self.items.len() as u64;
-        self.sum = self.sum.wrapping_add(element(at, bytemuck::bytes_of(&x)));
+        self.sum = self.sum.wrapping_add(small(at, &x));
         self.items.push(x);
     }
 
     pub fn pop(&mut self) -> Option<T> {
         let x = self.items.pop()?;
         let at = self.items.len() as u64;
-        self.sum = self.sum.wrapping_sub(element(at, bytemuck::bytes_of(&x)));
+        self.sum = self.sum.wrapping_sub(small(at, &x));
         Some(x)
     }
 

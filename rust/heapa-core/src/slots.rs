@@ -105,10 +105,16 @@ const PARENT: u8 = 9;
 const DIFFICULTY: u8 = 10;
 const PAYLOAD: u8 = 11;
 
-/// One (slot, column, value) term of the digest.
+/// One (slot, column, value) term of the digest (a mixer, a few cycles:
+/// every column write pays two of these).
 #[inline]
-fn term(slot: u32, column: u8, bytes: &[u8]) -> u64 {
-    digest::element(u64::from(slot) << 8 | u64::from(column), bytes)
+fn term<T: bytemuck::Pod>(slot: u32, column: u8, v: &T) -> u64 {
+    digest::small(u64::from(slot) << 8 | u64::from(column), v)
+}
+
+/// The digest term of a slot's payload bytes.
+fn payload_term(slot: u32, p: &[u8]) -> u64 {
+    digest::element(u64::from(slot) << 8 | u64::from(PAYLOAD), p)
 }
 
 /// A setter per column: writes the value and swaps its digest term. Every
@@ -119,12 +125,11 @@ macro_rules! setters {
             #[inline]
             pub fn $set(&mut self, slot: u32, v: $t) {
                 let old = std::mem::replace(&mut self.$col[slot as usize], v);
-                let (a, b) = (bytemuck::bytes_of(&old), bytemuck::bytes_of(&v));
-                if a != b {
+                if bytemuck::bytes_of(&old) != bytemuck::bytes_of(&v) {
                     self.digest = self
                         .digest
-                        .wrapping_sub(term(slot, $id, a))
-                        .wrapping_add(term(slot, $id, b));
+                        .wrapping_sub(term(slot, $id, &old))
+                        .wrapping_add(term(slot, $id, &v));
                 }
             }
         )+
@@ -132,7 +137,7 @@ macro_rules! setters {
         /// The digest terms of every column of one slot.
         fn column_terms(&self, slot: u32) -> u64 {
             let s = slot as usize;
-            0u64 $(.wrapping_add(term(slot, $id, bytemuck::bytes_of(&self.$col[s]))))+
+            0u64 $(.wrapping_add(term(slot, $id, &self.$col[s])))+
         }
     };
 }
@@ -180,13 +185,13 @@ impl Slots {
 
     /// Stores a slot's payload (it must have none).
     pub fn set_payload(&mut self, slot: u32, p: &[u8]) {
-        self.digest = self.digest.wrapping_add(term(slot, PAYLOAD, p));
+        self.digest = self.digest.wrapping_add(payload_term(slot, p));
         self.payload.set(slot as usize, p);
     }
 
     pub fn clear_payload(&mut self, slot: u32) {
         if let Some(p) = self.payload.get(slot as usize) {
-            self.digest = self.digest.wrapping_sub(term(slot, PAYLOAD, p));
+            self.digest = self.digest.wrapping_sub(payload_term(slot, p));
             self.payload.clear(slot as usize);
         }
     }
@@ -196,7 +201,7 @@ impl Slots {
         (0..self.len() as u32).fold(0u64, |acc, slot| {
             let p = self.payload.get(slot as usize);
             acc.wrapping_add(self.column_terms(slot))
-                .wrapping_add(p.map_or(0, |p| term(slot, PAYLOAD, p)))
+                .wrapping_add(p.map_or(0, |p| payload_term(slot, p)))
         })
     }
 
