@@ -71,7 +71,7 @@ test: develop rust-test lint
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q
 
 demo: develop
-	OMP_NUM_THREADS=1 $(PY) integration/train_grpo.py --config recipes/demo_cpu.yaml
+	$(PY) integration/train_grpo.py --config recipes/demo_cpu.yaml
 
 bench: develop
 	$(VENV)/bin/heapa bench --json runs/bench.json

@@ -66,11 +66,11 @@ warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated"
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-# Per model kind, below a recipe and the command line; the packaged model's are sized for about 10 minutes
+# Per model kind, below a recipe and the command line; the packaged model's are sized for about 6 minutes
 # on 2 CPU cores. "hf": a local model directory or a hub name.
 DEFAULTS = {
     "tiny": dict(max_steps=80, max_completion_length=3, learning_rate=3e-3, lr_scheduler_type="constant"),
-    "packaged": dict(max_steps=16, max_completion_length=16, learning_rate=1e-5, lr_scheduler_type="constant"),
+    "packaged": dict(max_steps=8, max_completion_length=16, learning_rate=1e-5, lr_scheduler_type="constant"),
     "hf": dict(
         max_steps=200, max_completion_length=1024, learning_rate=1e-6, lr_scheduler_type="linear",
         gradient_checkpointing=True,
@@ -78,7 +78,7 @@ DEFAULTS = {
 }  # fmt: skip
 SCRIPT_DEFAULTS = {
     "tiny": dict(prompts_per_step=64, eval_every=0),
-    "packaged": dict(prompts_per_step=8, pool_size=48, eval_every=8),
+    "packaged": dict(prompts_per_step=8, pool_size=48, eval_every=4, threads=2),
     "hf": dict(prompts_per_step=16, pool_size=1000, eval_every=0),
 }
 # Where this script's defaults differ from TRL's, whatever the model.
