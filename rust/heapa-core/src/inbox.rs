@@ -113,6 +113,20 @@ impl Inbox {
         Some(it)
     }
 
+    /// Up to `max` of the oldest queued items (consumer side; one lock).
+    pub fn pop_many(&self, max: usize) -> Vec<InboxItem> {
+        let mut held = self.held();
+        let mut out = Vec::new();
+        while out.len() < max {
+            match held.pop_front().or_else(|| self.queue.pop()) {
+                Some(it) => out.push(it),
+                None => break,
+            }
+        }
+        self.len.fetch_sub(out.len(), Ordering::AcqRel);
+        out
+    }
+
     /// Every queued item, oldest first, without removing any (consumer side,
     /// for snapshots). Producers may keep pushing meanwhile; their items are
     /// either in the returned list or after it.

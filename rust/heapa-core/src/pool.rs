@@ -518,17 +518,9 @@ impl Pool {
         let now = step.unwrap_or(self.step);
         let ready_at = now.saturating_add(self.cfg.delay_steps);
         let limit = max.unwrap_or(usize::MAX);
-        let inbox = Arc::clone(&self.inbox);
-        let mut taken = 0usize;
-        while taken < limit {
-            match inbox.pop() {
-                Some(item) => {
-                    self.pending.push_back((ready_at, item));
-                    taken += 1;
-                }
-                None => break,
-            }
-        }
+        let taken = self.inbox.pop_many(limit);
+        self.pending
+            .extend(taken.into_iter().map(|item| (ready_at, item)));
         let mut ids = Vec::new();
         while self.pending.front().is_some_and(|(r, _)| *r <= now)
             && self.parts.in_flight < self.cfg.capacity

@@ -117,10 +117,11 @@ fn payload_term(slot: u32, p: &[u8]) -> u64 {
     digest::element(u64::from(slot) << 8 | u64::from(PAYLOAD), p)
 }
 
-/// A setter per column: writes the value and swaps its digest term. Every
-/// write to a slot's columns goes through one of these.
-macro_rules! setters {
-    ($($set:ident: $col:ident: $t:ty = $id:ident),+ $(,)?) => {
+/// The column table: per column a setter that writes the value and swaps its
+/// digest term (every write to a slot's columns goes through one), and the
+/// value a new slot starts with.
+macro_rules! columns {
+    ($($set:ident: $col:ident: $t:ty = $id:ident, new $default:expr),+ $(,)?) => {
         $(
             #[inline]
             pub fn $set(&mut self, slot: u32, v: $t) {
@@ -133,6 +134,14 @@ macro_rules! setters {
                 }
             }
         )+
+
+        /// Adds a slot holding nothing (every column at its starting value).
+        pub fn push_free(&mut self) {
+            $(self.$col.push($default);)+
+            self.payload.push_empty();
+            let slot = self.gen.len() as u32 - 1;
+            self.digest = self.digest.wrapping_add(self.column_terms(slot));
+        }
 
         /// The digest terms of every column of one slot.
         fn column_terms(&self, slot: u32) -> u64 {
@@ -147,35 +156,18 @@ impl Slots {
         self.gen.len()
     }
 
-    pub fn push_free(&mut self) {
-        self.gen.push(0);
-        self.seq.push(0);
-        self.state.push(State::Free as u8);
-        self.flags.push(0);
-        self.score.push(0.0);
-        self.visits.push(0);
-        self.rollouts.push(0);
-        self.correct.push(0);
-        self.last_step.push(NO_STEP);
-        self.parent.push(NO_PARENT);
-        self.difficulty.push(1.0);
-        self.payload.push_empty();
-        let slot = self.gen.len() as u32 - 1;
-        self.digest = self.digest.wrapping_add(self.column_terms(slot));
-    }
-
-    setters! {
-        set_gen: gen: u32 = GEN,
-        set_seq: seq: u64 = SEQ,
-        set_state_code: state: u8 = STATE,
-        set_flags: flags: u8 = FLAGS,
-        set_score: score: f32 = SCORE,
-        set_visits: visits: u32 = VISITS,
-        set_rollouts: rollouts: u32 = ROLLOUTS,
-        set_correct: correct: u32 = CORRECT,
-        set_last_step: last_step: u32 = LAST_STEP,
-        set_parent: parent: u64 = PARENT,
-        set_difficulty: difficulty: f32 = DIFFICULTY,
+    columns! {
+        set_gen: gen: u32 = GEN, new 0,
+        set_seq: seq: u64 = SEQ, new 0,
+        set_state_code: state: u8 = STATE, new State::Free as u8,
+        set_flags: flags: u8 = FLAGS, new 0,
+        set_score: score: f32 = SCORE, new 0.0,
+        set_visits: visits: u32 = VISITS, new 0,
+        set_rollouts: rollouts: u32 = ROLLOUTS, new 0,
+        set_correct: correct: u32 = CORRECT, new 0,
+        set_last_step: last_step: u32 = LAST_STEP, new NO_STEP,
+        set_parent: parent: u64 = PARENT, new NO_PARENT,
+        set_difficulty: difficulty: f32 = DIFFICULTY, new 1.0,
     }
 
     #[inline]

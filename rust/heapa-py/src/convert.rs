@@ -47,12 +47,12 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
         .map_or_else(|_| "?".into(), |n| n.to_string())
 }
 
-/// One str element, UTF-8 encodable (no lone surrogates).
-fn text(v: &Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<String> {
+/// One str element, UTF-8 encodable (no lone surrogates), borrowed.
+pub fn text<'a>(v: &'a Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<&'a str> {
     let s = v
         .cast::<PyString>()
         .map_err(|_| invalid(format!("{}: expected str, got {}", what(), type_name(v))))?;
-    s.to_str().map(str::to_owned).map_err(|_| {
+    s.to_str().map_err(|_| {
         invalid(format!(
             "{}: not encodable as UTF-8 (it contains a lone surrogate)",
             what()
@@ -60,8 +60,8 @@ fn text(v: &Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<String> {
     })
 }
 
-/// A list of str (`optional`: `None` elements allowed).
-pub fn texts(v: &Bound<'_, PyAny>, name: &str, optional: bool) -> PyResult<Vec<Option<String>>> {
+/// The elements of a sequence argument (a str is not a sequence of texts).
+pub fn items<'py>(v: &Bound<'py, PyAny>, name: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let not_a_list = || {
         invalid(format!(
             "{name}: expected a sequence of str, got {}",
@@ -71,22 +71,9 @@ pub fn texts(v: &Bound<'_, PyAny>, name: &str, optional: bool) -> PyResult<Vec<O
     if v.is_instance_of::<PyString>() || v.is_instance_of::<PyBytes>() {
         return Err(not_a_list());
     }
-    let n = v.len().map_err(|_| not_a_list())?;
-    let mut out = Vec::with_capacity(n);
-    for (i, x) in v.try_iter().map_err(|_| not_a_list())?.enumerate() {
-        let x = x?;
-        if optional && x.is_none() {
-            out.push(None);
-        } else {
-            out.push(Some(text(&x, || format!("{name}[{i}]"))?));
-        }
-    }
-    Ok(out)
-}
-
-/// A list of str, none missing.
-pub fn required_texts(v: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<String>> {
-    Ok(texts(v, name, false)?.into_iter().flatten().collect())
+    v.try_iter()
+        .map_err(|_| not_a_list())?
+        .collect::<PyResult<Vec<_>>>()
 }
 
 /// Optional per-prompt JSON bytes (`None` elements allowed).
@@ -117,7 +104,7 @@ pub fn opt_bytes(
 
 /// A str argument.
 pub fn name_arg(v: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
-    text(v, || name.to_string())
+    text(v, || name.to_string()).map(str::to_owned)
 }
 
 /// A real number (int or float, never bool, str or None).

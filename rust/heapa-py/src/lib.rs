@@ -48,41 +48,37 @@ fn validate_config(config: &Bound<'_, PyDict>) -> PyResult<()> {
     parse_config(config).map(|_| ())
 }
 
-/// Encodes payloads (text, answer, metadata) after checking lengths.
-fn encode_payloads(
-    texts: &[String],
-    answers: Option<&Vec<Option<String>>>,
-    metadata: Option<&Vec<Option<Vec<u8>>>>,
-) -> PyResult<Vec<Box<[u8]>>> {
-    let n = texts.len();
-    if let Some(a) = answers {
-        check_len("answers", a.len(), n)?;
-    }
-    if let Some(m) = metadata {
-        check_len("metadata", m.len(), n)?;
-    }
-    Ok((0..n)
-        .map(|i| {
-            let a = answers.and_then(|a| a[i].as_deref());
-            let m = metadata.and_then(|m| m[i].as_deref());
-            payload::encode(&texts[i], a, m)
-        })
-        .collect())
-}
-
-/// Prompts, answers and metadata from Python, encoded.
+/// Prompts, answers and metadata from Python, checked and encoded straight
+/// from the Python strings (no intermediate owned copies).
 fn payloads_from(
     prompts: &Bound<'_, PyAny>,
     answers: Option<&Bound<'_, PyAny>>,
     metadata: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Box<[u8]>>> {
-    let texts = convert::required_texts(prompts, "prompts")?;
+    let texts = convert::items(prompts, "prompts")?;
+    let n = texts.len();
     let answers = answers
         .filter(|a| !a.is_none())
-        .map(|a| convert::texts(a, "answers", true))
+        .map(|a| convert::items(a, "answers"))
         .transpose()?;
     let metadata = convert::opt_bytes(metadata, "metadata")?;
-    encode_payloads(&texts, answers.as_ref(), metadata.as_ref())
+    if let Some(a) = &answers {
+        check_len("answers", a.len(), n)?;
+    }
+    if let Some(m) = &metadata {
+        check_len("metadata", m.len(), n)?;
+    }
+    let mut out = Vec::with_capacity(n);
+    for (i, t) in texts.iter().enumerate() {
+        let text = convert::text(t, || format!("prompts[{i}]"))?;
+        let answer = match answers.as_ref().map(|a| &a[i]).filter(|a| !a.is_none()) {
+            Some(a) => Some(convert::text(a, || format!("answers[{i}]"))?),
+            None => None,
+        };
+        let meta = metadata.as_ref().and_then(|m| m[i].as_deref());
+        out.push(payload::encode(text, answer, meta));
+    }
+    Ok(out)
 }
 
 fn state_from_name(v: &Bound<'_, PyAny>) -> PyResult<State> {
