@@ -42,7 +42,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from efficiency_tiny import ARMS, analyse, mean_curve, pool_overrides, report
+from efficiency_tiny import ARMS, analyse, pool_overrides, report
+from efficiency_tiny import plot as tiny_plot
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
@@ -215,36 +216,15 @@ def run_one(args, arm: str, seed: int, model, tok, base_state, tasks) -> dict:
 
 
 def plot(args, runs: list[dict], result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(8, 8), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    ax = axes[0]
-    for arm in args.arms:
-        rs = [r for r in runs if r["arm"] == arm]
-        x, mean, se = mean_curve(rs)
-        (line,) = ax.plot(x, mean, marker=".", label=f"{arm} ({len(rs)} seeds)")
-        ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.2)
-    ax.axhline(result["target_accuracy"], color="gray", ls=":", lw=1, label="target")
-    ax.axvline(result["cold_pass_rollouts"], color="gray", ls="--", lw=1, label="end of the first pass")
-    ax.set_ylabel("held-out accuracy (greedy, math-verify)")
-    ax.set_title(f"{args.model}, GRPO on CPU: mean over seeds, band = ±1 s.e.")
-    ax.legend(loc="lower right", fontsize=8)
-    ax = axes[1]
-    B, G = args.prompts_per_step, args.num_generations
-    for arm in args.arms:
-        rs = [r for r in runs if r["arm"] == arm]
-        zv = np.array([[np.nan if v is None else v for v in r["per_step"]["zero_variance_frac"]] for r in rs])
-        steps = np.arange(1, zv.shape[1] + 1)
-        ax.plot(steps * B * G, 1.0 - np.nanmean(zv, axis=0), label=arm)
-    ax.set_ylabel("informative groups\n(mean over seeds)")
-    ax.set_xlabel("rollouts (completions generated)")
-    ax.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tiny_plot(
+        args,
+        runs,
+        result,
+        path,
+        title=f"{args.model}, GRPO on CPU: mean over seeds, band = ±1 s.e.",
+        ylabel="held-out accuracy (greedy, math-verify)",
+        first_pass=True,
+    )
 
 
 def load_runs(folder: Path, key: str) -> dict[tuple[str, int], dict]:

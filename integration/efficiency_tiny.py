@@ -419,7 +419,18 @@ def analyse(args, runs: list[dict], budget: int) -> dict:
     }
 
 
-def plot(args, runs: list[dict], result: dict, path: Path) -> None:
+def plot(
+    args,
+    runs: list[dict],
+    result: dict,
+    path: Path,
+    *,
+    title: str = "Tiny model, GRPO on CPU: mean over seeds, band = ±1 s.e.",
+    ylabel: str = "held-out accuracy (greedy, exact match)",
+    first_pass: bool = False,
+) -> None:
+    """Held-out accuracy per arm (mean ± s.e. over seeds) and the informative-group share, by rollouts;
+    ``first_pass`` marks where the first pass over the pool ends."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -433,9 +444,11 @@ def plot(args, runs: list[dict], result: dict, path: Path) -> None:
         (line,) = ax.plot(x, mean, marker=".", label=f"{arm} ({len(rs)} seeds)")
         ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.2)
     ax.axhline(result["target_accuracy"], color="gray", ls=":", lw=1, label="target")
-    ax.set_ylabel("held-out accuracy (greedy, exact match)")
-    ax.set_title("Tiny model, GRPO on CPU: mean over seeds, band = ±1 s.e.")
-    ax.legend(loc="lower right")
+    if first_pass:
+        ax.axvline(result["cold_pass_rollouts"], color="gray", ls="--", lw=1, label="end of the first pass")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
     ax = axes[1]
     B, G = args.prompts_per_step, args.num_generations
     k = max(1, args.steps // 20)
@@ -446,7 +459,7 @@ def plot(args, runs: list[dict], result: dict, path: Path) -> None:
         smooth = np.convolve(inf, np.ones(k) / k, mode="valid")
         steps = np.arange(1, len(inf) + 1)[k - 1 :]
         ax.plot(steps * B * G, smooth, label=arm)
-    ax.set_ylabel(f"informative groups\n(moving mean, {k} steps)")
+    ax.set_ylabel("informative groups\n" + ("(mean over seeds)" if k == 1 else f"(moving mean, {k} steps)"))
     ax.set_xlabel("rollouts (completions generated)")
     ax.set_ylim(0, 1)
     fig.tight_layout()
