@@ -1,0 +1,1 @@
+"""TEST DOUBLE (see tests/standins/README.md)."""
