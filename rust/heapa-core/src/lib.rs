@@ -7,9 +7,9 @@ compile_error!("heapa-core's snapshot format assumes a little-endian target");
 
 pub mod config;
 mod digest;
+mod draw;
 pub mod error;
 mod evict;
-mod fenwick;
 pub mod inbox;
 mod keys;
 mod lineage;
@@ -18,6 +18,7 @@ pub mod payload;
 mod pool;
 mod rng;
 mod sample;
+mod side;
 mod slots;
 pub mod snapshot;
 

@@ -1,5 +1,5 @@
 //! Where every held prompt is: the cold queue, the hard and easy sides, the
-//! archive, the cooling set, in flight, and the sampling weights.
+//! archive, the cooling set, in flight, and the weighted-draw index.
 //!
 //! `Partitions` is the only code that changes a slot's state; every move
 //! keeps the sets, the state column, the weights and the in-flight count in
@@ -11,8 +11,10 @@
 use std::collections::BTreeSet;
 
 use crate::config::{Boundary, Config, Sampling};
-use crate::fenwick::Fenwick;
+use crate::draw::{Draw, Weight};
 use crate::keys::{key_score, key_slot, store_score, Key};
+use crate::rng::Rng;
+use crate::side::Side;
 use crate::slots::{Slots, State};
 
 /// Where hard ends and easy begins.
@@ -24,39 +26,12 @@ enum Split {
     Absolute(f32),
 }
 
-/// Sampling weight of a scored prompt (uniform / prioritized modes only).
-#[derive(Clone, Copy, Debug)]
-enum Weight {
-    Uniform,
-    /// ((1 − pass rate) + ε)^(1/T): harder prompts are drawn more often.
-    Prioritized {
-        epsilon: f64,
-        inv_temperature: f64,
-    },
-}
-
-impl Weight {
-    fn of(self, score: f32) -> f64 {
-        match self {
-            Weight::Uniform => 1.0,
-            Weight::Prioritized {
-                epsilon,
-                inv_temperature,
-            } => {
-                let p = (f64::from(score) + 1.0) * 0.5;
-                ((1.0 - p) + epsilon).powf(inv_temperature)
-            }
-        }
-    }
-}
-
 pub(crate) struct Partitions {
     split: Split,
-    weight: Weight,
     /// Unscored prompts, FIFO by insertion sequence.
     pub cold: BTreeSet<(u64, u32)>,
-    pub hard: BTreeSet<Key>,
-    pub easy: BTreeSet<Key>,
+    pub hard: Side,
+    pub easy: Side,
     /// Reported prompts waiting for on-drain reinsertion or cooling down
     /// (ordered by score: they are eviction candidates).
     pub archive: BTreeSet<Key>,
@@ -64,8 +39,8 @@ pub(crate) struct Partitions {
     /// `sampled` reaches this, seq, slot). Entries whose prompt left the
     /// archive or was retrained are stale and skipped.
     pub cooling: BTreeSet<(u64, u64, u32)>,
-    /// Sampling weights of hard and easy prompts (uniform / prioritized only).
-    pub weights: Option<Fenwick>,
+    /// Hard and easy prompts by sampling weight (uniform / prioritized only).
+    draw: Option<Draw>,
     pub in_flight: u64,
 }
 
@@ -85,13 +60,12 @@ impl Partitions {
         let weighted = matches!(cfg.sampling, Sampling::Uniform | Sampling::Prioritized);
         Partitions {
             split,
-            weight,
             cold: BTreeSet::new(),
-            hard: BTreeSet::new(),
-            easy: BTreeSet::new(),
+            hard: Side::new(State::Hard),
+            easy: Side::new(State::Easy),
             archive: BTreeSet::new(),
             cooling: BTreeSet::new(),
-            weights: weighted.then(Fenwick::default),
+            draw: weighted.then(|| Draw::new(weight)),
             in_flight: 0,
         }
     }
@@ -106,10 +80,10 @@ impl Partitions {
         self.cold.len() + self.scored()
     }
 
-    /// Makes room for a new slot's weight.
-    pub fn grow(&mut self) {
-        if let Some(f) = self.weights.as_mut() {
-            f.push_zero();
+    /// Makes room for slots `0..n`.
+    pub fn grow(&mut self, n: usize) {
+        if let Some(d) = self.draw.as_mut() {
+            d.grow(n);
         }
     }
 
@@ -127,7 +101,7 @@ impl Partitions {
             Split::Absolute(t) => key_score(k) < t,
             // Up to the easy side's first key it is hard: every hard key stays
             // below every easy key, and `rebalance` restores the split.
-            Split::Quantile(_) => self.easy.first().is_none_or(|&e| k <= e),
+            Split::Quantile(_) => self.easy.first().is_none_or(|e| k <= e),
         };
         let st = if to_hard {
             self.hard.insert(k);
@@ -137,7 +111,9 @@ impl Partitions {
             State::Easy
         };
         slots.set_state(slot, st);
-        self.set_weight(slots, slot);
+        if let Some(d) = self.draw.as_mut() {
+            d.insert(slot, slots.score[slot as usize]);
+        }
     }
 
     pub fn place_archived(&mut self, slots: &mut Slots, slot: u32) {
@@ -196,6 +172,43 @@ impl Partitions {
         Some(slot)
     }
 
+    /// Up to `need` hard or easy prompts drawn by weight (uniform /
+    /// prioritized modes), now in flight. Their keys are forgotten, not
+    /// removed: they are scattered over the sets (see [`Side`]).
+    pub fn draw_weighted(&mut self, slots: &mut Slots, rng: &mut Rng, need: usize) -> Vec<u32> {
+        let d = self
+            .draw
+            .as_mut()
+            .expect("weighted modes keep a draw index");
+        let mut out = Vec::with_capacity(need.min(d.len()));
+        while out.len() < need {
+            match d.draw(rng, |s| slots.score[s as usize]) {
+                Some(slot) => out.push(slot),
+                None => break,
+            }
+        }
+        // Separate passes of independent loads, so that the cache misses of
+        // 512 random slots overlap instead of queueing one by one.
+        let was: Vec<(State, Key)> = out
+            .iter()
+            .map(|&s| (slots.state(s), slots.key(s)))
+            .collect();
+        for &slot in &out {
+            slots.set_state(slot, State::InFlight);
+        }
+        for (st, k) in was {
+            match st {
+                State::Hard => self.hard.forget(slots, k),
+                State::Easy => self.easy.forget(slots, k),
+                _ => unreachable!("only hard and easy prompts are drawable"),
+            }
+        }
+        self.hard.settle(slots);
+        self.easy.settle(slots);
+        self.in_flight += out.len() as u64;
+        out
+    }
+
     /// Moves hard or easy slots to in flight (already-taken slots are skipped).
     pub fn take_scored(&mut self, slots: &mut Slots, picks: &[u32]) {
         for &s in picks {
@@ -246,27 +259,21 @@ impl Partitions {
             State::Cold => {
                 self.cold.remove(&(slots.seq[slot as usize], slot));
             }
-            State::Hard => {
-                self.hard.remove(&k);
-            }
-            State::Easy => {
-                self.easy.remove(&k);
+            st @ (State::Hard | State::Easy) => {
+                if st == State::Hard {
+                    self.hard.remove(slots, k);
+                } else {
+                    self.easy.remove(slots, k);
+                }
+                if let Some(d) = self.draw.as_mut() {
+                    d.remove(slot, slots.score[slot as usize]);
+                }
             }
             State::Archived => {
                 self.archive.remove(&k);
             }
             State::InFlight => self.in_flight -= 1,
             State::Free => {}
-        }
-        if let Some(f) = self.weights.as_mut() {
-            f.set(slot as usize, 0.0);
-        }
-    }
-
-    fn set_weight(&mut self, slots: &Slots, slot: u32) {
-        let w = self.weight.of(slots.score[slot as usize]);
-        if let Some(f) = self.weights.as_mut() {
-            f.set(slot as usize, w);
         }
     }
 
@@ -296,12 +303,12 @@ impl Partitions {
         };
         let target = quantile_count(q, self.scored());
         while self.hard.len() > target {
-            let k = self.hard.pop_last().expect("non-empty");
+            let k = self.hard.pop_last(slots).expect("non-empty");
             self.easy.insert(k);
             slots.set_state(key_slot(k), State::Easy);
         }
         while self.hard.len() < target {
-            let k = self.easy.pop_first().expect("non-empty");
+            let k = self.easy.pop_first(slots).expect("non-empty");
             self.hard.insert(k);
             slots.set_state(key_slot(k), State::Hard);
         }
@@ -321,13 +328,14 @@ impl Partitions {
         for &k in &archived {
             slots.set_state(key_slot(k), State::Archived);
         }
-        if self.weights.is_some() {
+        if let Some(d) = self.draw.as_mut() {
+            d.clear();
             for &k in &live {
-                self.set_weight(slots, key_slot(k));
+                d.insert(key_slot(k), slots.score[key_slot(k) as usize]);
             }
         }
-        self.easy = live[split..].iter().copied().collect();
-        self.hard = live[..split].iter().copied().collect();
+        self.easy.set_sorted(&live[split..]);
+        self.hard.set_sorted(&live[..split]);
         self.archive = archived.into_iter().collect();
     }
 
@@ -347,21 +355,13 @@ impl Partitions {
             }
             changed[slot as usize] = true;
         }
-        // Sized up front: these run to millions of keys, and growing by
-        // doubling would copy them several times.
-        let kept = |sets: [BTreeSet<Key>; 2]| -> Vec<Key> {
-            let mut v = Vec::with_capacity(sets[0].len() + sets[1].len());
-            for set in sets {
-                v.extend(set.into_iter().filter(|&k| !changed[key_slot(k) as usize]));
-            }
-            v
-        };
+        let unchanged = |k: &Key| !changed[key_slot(*k) as usize];
         // Every hard key is below every easy key, so hard ++ easy is sorted.
-        let live = kept([
-            std::mem::take(&mut self.hard),
-            std::mem::take(&mut self.easy),
-        ]);
-        let archive = kept([std::mem::take(&mut self.archive), BTreeSet::new()]);
+        let mut live = self.hard.take(slots);
+        live.extend(self.easy.take(slots));
+        live.retain(unchanged);
+        let mut archive: Vec<Key> = std::mem::take(&mut self.archive).into_iter().collect();
+        archive.retain(unchanged);
         self.rebuild(
             slots,
             merge_sorted(live, scored),
@@ -372,9 +372,9 @@ impl Partitions {
     /// Bytes of the sets and weights. B-tree overhead is estimated from std's
     /// node layout (11 keys per node at roughly 70% fill).
     pub fn memory_bytes(&self) -> usize {
-        (self.scored() + self.archive.len() + self.cold.len()) * 26
+        (self.hard.entries() + self.easy.entries() + self.archive.len() + self.cold.len()) * 26
             + self.cooling.len() * 40
-            + self.weights.as_ref().map_or(0, Fenwick::bytes)
+            + self.draw.as_ref().map_or(0, Draw::bytes)
     }
 
     /// Panics if the sets disagree with the state column (tests; O(n)).
@@ -384,6 +384,11 @@ impl Partitions {
         }
         if let (Some(h), Some(e)) = (self.hard.last(), self.easy.first()) {
             assert!(h < e);
+        }
+        self.hard.check(slots);
+        self.easy.check(slots);
+        if let Some(d) = &self.draw {
+            assert_eq!(d.len(), self.scored(), "drawable = hard + easy");
         }
         let mut counts = [0usize; 6];
         for s in 0..slots.len() {

@@ -9,7 +9,7 @@
 //!
 //! Every operation is O(log n) per prompt touched.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::config::{check_difficulty, clamp_difficulty, Boundary, Config, Reinsert, Stat};
@@ -103,7 +103,7 @@ pub struct Pool {
     /// Free slots, reused last freed first.
     pub(crate) free: Stack<u32>,
     pub(crate) grave_gen: u64,
-    /// Cold queue, hard/easy sides, archive, cooling set, in flight, weights.
+    /// Cold queue, hard/easy sides, archive, cooling set, in flight, draw index.
     pub(crate) parts: Partitions,
     /// Ids in insertion order (stale ids are skipped and compacted away): the
     /// topological order of the lineage forest, since children are newer.
@@ -225,7 +225,7 @@ impl Pool {
         }
         let s = self.slots.len() as u32;
         self.slots.push_free();
-        self.parts.grow();
+        self.parts.grow(self.slots.len());
         s
     }
 
@@ -599,8 +599,8 @@ impl Pool {
     /// All ids in one partition: cold in FIFO order, scored sides and archive
     /// from hardest to easiest, in-flight by slot.
     pub fn ids_in(&self, st: State) -> Vec<u64> {
-        let from_keys =
-            |set: &BTreeSet<Key>| set.iter().map(|&k| self.id_of(key_slot(k))).collect();
+        let ids =
+            |keys: &mut dyn Iterator<Item = Key>| keys.map(|k| self.id_of(key_slot(k))).collect();
         match st {
             State::Cold => self
                 .parts
@@ -608,9 +608,9 @@ impl Pool {
                 .iter()
                 .map(|&(_, s)| self.id_of(s))
                 .collect(),
-            State::Hard => from_keys(&self.parts.hard),
-            State::Easy => from_keys(&self.parts.easy),
-            State::Archived => from_keys(&self.parts.archive),
+            State::Hard => ids(&mut self.parts.hard.iter(&self.slots)),
+            State::Easy => ids(&mut self.parts.easy.iter(&self.slots)),
+            State::Archived => ids(&mut self.parts.archive.iter().copied()),
             State::InFlight => (0..self.slots.len() as u32)
                 .filter(|&s| self.state(s) == State::InFlight)
                 .map(|s| self.id_of(s))
@@ -628,7 +628,7 @@ impl Pool {
                 .easy
                 .first()
                 .or(self.parts.hard.last())
-                .map_or(f64::NAN, |&k| self.cfg.denormalize(f64::from(key_score(k)))),
+                .map_or(f64::NAN, |k| self.cfg.denormalize(f64::from(key_score(k)))),
         }
     }
 

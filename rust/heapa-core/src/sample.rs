@@ -1,7 +1,7 @@
 //! Drawing a batch: cold prompts first (FIFO), then by the sampling mode.
 
 use crate::config::{Reinsert, Sampling};
-use crate::keys::{key_score, key_slot, DescRuns};
+use crate::keys::{key_score, key_slot};
 use crate::pool::Pool;
 
 impl Pool {
@@ -30,18 +30,24 @@ impl Pool {
         let scored = self.parts.scored();
         if need > 0 && scored > 0 {
             let picks = if need >= scored {
-                let p = &self.parts;
-                p.hard
-                    .iter()
-                    .chain(p.easy.iter())
-                    .map(|&k| key_slot(k))
-                    .collect()
+                let (p, sl) = (&self.parts, &self.slots);
+                let all: Vec<u32> = p
+                    .hard
+                    .iter(sl)
+                    .chain(p.easy.iter(sl))
+                    .map(key_slot)
+                    .collect();
+                self.parts.take_scored(&mut self.slots, &all);
+                all
             } else {
                 match self.cfg.sampling {
                     Sampling::Medium => self.pick_medium(need),
                     Sampling::Mixed => {
-                        let mut easiest: Vec<u32> = DescRuns::new(&self.parts.easy)
-                            .chain(DescRuns::new(&self.parts.hard))
+                        let (p, sl) = (&self.parts, &self.slots);
+                        let mut easiest: Vec<u32> = p
+                            .easy
+                            .desc_runs(sl)
+                            .chain(p.hard.desc_runs(sl))
                             .take(need / 2)
                             .map(key_slot)
                             .collect();
@@ -50,10 +56,12 @@ impl Pool {
                         easiest.extend(self.pick_medium(need - easiest.len()));
                         easiest
                     }
-                    Sampling::Uniform | Sampling::Prioritized => self.pick_weighted(need),
+                    Sampling::Uniform | Sampling::Prioritized => {
+                        self.parts
+                            .draw_weighted(&mut self.slots, &mut self.rng, need)
+                    }
                 }
             };
-            self.parts.take_scored(&mut self.slots, &picks);
             chosen.extend(picks);
             self.parts.rebalance(&mut self.slots);
         }
@@ -70,8 +78,9 @@ impl Pool {
         let want = (2 * need).min(self.parts.scored());
         let mut cand: Vec<u32> = Vec::with_capacity(want);
         // Nearest first on both sides; equal scores least recently trained first.
-        let mut up = self.parts.easy.iter().copied().peekable();
-        let mut down = DescRuns::new(&self.parts.hard).peekable();
+        let (p, sl) = (&self.parts, &self.slots);
+        let mut up = p.easy.iter(sl).peekable();
+        let mut down = p.hard.desc_runs(sl).peekable();
         match self.parts.target() {
             // Alternate sides, easy side first (the reference's order).
             None => {
@@ -101,37 +110,10 @@ impl Pool {
                 }
             }
         }
+        drop((up, down));
         self.rng.choose_prefix(&mut cand, need);
         cand.truncate(need);
+        self.parts.take_scored(&mut self.slots, &cand);
         cand
-    }
-
-    /// Weighted draws without replacement from the Fenwick tree.
-    fn pick_weighted(&mut self, need: usize) -> Vec<u32> {
-        let mut out = Vec::with_capacity(need);
-        let mut retried = false;
-        while out.len() < need {
-            let f = self
-                .parts
-                .weights
-                .as_mut()
-                .expect("weights exist in weighted modes");
-            let total = f.total();
-            let u = self.rng.unit() * total;
-            match f.find(u) {
-                Some(i) => {
-                    f.set(i, 0.0);
-                    out.push(i as u32);
-                    retried = false;
-                }
-                // Rounding drift: rebuild the sums once, then draw again.
-                None if !retried => {
-                    f.rebuild();
-                    retried = true;
-                }
-                None => break,
-            }
-        }
-        out
     }
 }

@@ -33,7 +33,7 @@
 //! * `COOL` (version ≥ 2): prompts sitting out `revisit_fraction`, as
 //!   `count u64` then `ready u64 | seq u64 | slot u32` each, in order.
 //!
-//! Ordered sets, the Fenwick tree and counts are rebuilt from the columns on
+//! Ordered sets, the draw index and counts are rebuilt from the columns on
 //! load, after every invariant has been checked, so a loaded pool behaves
 //! exactly like the saved one. Loading never panics on bad input and never
 //! returns a partially built pool.
@@ -954,9 +954,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
             Boundary::Quantile => "hard/easy split does not match the configured quantile",
         }));
     }
-    for _ in 0..n {
-        pool.parts.grow();
-    }
+    pool.parts.grow(n);
     pool.parts.cold = cold.into_iter().collect();
     pool.parts.in_flight = in_flight;
     pool.parts.rebuild(&mut pool.slots, live, archived);
