@@ -86,4 +86,4 @@ bench-quick: develop
 	$(VENV)/bin/heapa bench --quick
 
 clean:
-	rm -rf target $(VENV) .venv-latest runs
+	rm -rf target $(VENV) .venv-latest .venv-verl runs
