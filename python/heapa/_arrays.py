@@ -105,3 +105,29 @@ def metadata(x: Any, n: int) -> list[bytes | None] | None:
         except (TypeError, ValueError) as e:
             raise InvalidInputError(f"metadata[{i}]: expected a JSON-serialisable value ({e})") from None
     return out
+
+
+def group_keys(x: Any, n: int) -> list[str | None]:
+    """Group keys (int or str per prompt, None for no group) as the engine's tagged strings:
+    ``1`` and ``"1"`` stay two groups."""
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
+        raise InvalidInputError(f"group: expected one int or str per prompt, got {type(x).__name__}")
+    keys = list(x.tolist() if isinstance(x, np.ndarray) else x)
+    if len(keys) != n:
+        raise InvalidInputError(f"group: expected length {n} (one per prompt), got {len(keys)}")
+    out: list[str | None] = []
+    for i, k in enumerate(keys):
+        if k is None:
+            out.append(None)
+        elif isinstance(k, str):
+            out.append("s:" + k)
+        elif isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
+            out.append(f"i:{int(k)}")
+        else:
+            raise InvalidInputError(f"group[{i}]: expected an int or str, got {type(k).__name__} {k!r}")
+    return out
+
+
+def group_key(tagged: str) -> int | str:
+    """The user's key back from the engine's tagged string."""
+    return int(tagged[2:]) if tagged.startswith("i:") else tagged[2:]

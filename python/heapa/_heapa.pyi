@@ -25,8 +25,12 @@ class PoolCore:
         metadata: list[bytes | None] | None = None,
         parents: npt.NDArray[np.uint64] | None = None,
         difficulty: npt.NDArray[np.float64] | None = None,
+        groups: Sequence[str | None] | None = None,
+        priors: npt.NDArray[np.float64] | None = None,
+        confidences: npt.NDArray[np.float64] | None = None,
     ) -> npt.NDArray[np.uint64]: ...
     def sample(self, k: int) -> npt.NDArray[np.uint64]: ...
+    def groups(self) -> list[tuple[str, float, float, float]]: ...
     def report(
         self,
         ids: npt.NDArray[np.uint64],

@@ -76,6 +76,17 @@ class PoolConfig:
     #: more prompts have been drawn; it comes back early only if a draw would
     #: otherwise come up short. 0 = off.
     revisit_fraction: float = 0.0
+    #: Order of never-scored prompts: ``"fifo"`` (paper), or ``"prior"``: by the estimate of
+    #: their group (``Pool.add(group=...)``) and explicit prior (``prior=``), nearest ``target``
+    #: first, so the frontier rule applies before a prompt is ever scored.
+    cold: Literal["fifo", "prior"] = "fifo"
+    #: ``cold="prior"``: share of each batch's cold draws taken from uniformly chosen
+    #: groups (keeps visiting groups whose estimate looks poor).
+    explore: float = 0.1
+    #: Pseudo-observations of the pool-wide pass rate in each group's estimate.
+    prior_strength: float = 4.0
+    #: Steps after which a group observation counts half (0 = never ages).
+    prior_half_life: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -180,6 +191,9 @@ class Pool:
         metadata: Any = None,
         parents: Any = None,
         difficulty: Any = None,
+        group: Any = None,
+        prior: Any = None,
+        confidence: Any = None,
     ) -> np.ndarray:
         """Adds prompts; returns their ids (uint64).
 
@@ -187,12 +201,33 @@ class Pool:
         each prompt the child of an existing prompt; without a reward it gets
         HeaPA's estimate from the parent's score and ``difficulty`` (the
         policy's self-reported ratio, clamped to [0.75, 1.33]).
+
+        ``group`` (one int or str per prompt, or None: source dataset, level,
+        topic…) pools what reports show about a group into an estimate for its
+        never-scored members; children inherit their parent's group. ``prior``
+        (predicted pass rate in reward scale, NaN = none) is an explicit
+        estimate for an unscored prompt, ``confidence`` its weight in
+        pseudo-rollouts (blended into the first measured score when
+        ``n_rollouts`` is reported). Both rank cold prompts when
+        ``cold="prior"``.
         """
         n = A.length(prompts, "prompts")
         rew = None if rewards is None else A.floats(rewards, "rewards")
         par = None if parents is None else A.ids(parents, "parents")
         dif = None if difficulty is None else A.floats(difficulty, "difficulty")
-        return self._core.add(prompts, answers, rew, A.metadata(metadata, n), par, dif)
+        grp = None if group is None else A.group_keys(group, n)
+        pri = None if prior is None else A.floats(prior, "prior")
+        con = None if confidence is None else A.floats(confidence, "confidence")
+        return self._core.add(prompts, answers, rew, A.metadata(metadata, n), par, dif, grp, pri, con)
+
+    def groups(self) -> dict[int | str, dict[str, float]]:
+        """What reports have shown about each group: ``observations`` (decayed count of reported
+        prompts), ``pass_rate`` (their mean, NaN if none) and ``estimate`` (shrunk toward the
+        pool-wide rate by ``prior_strength``; what ranks the group's cold prompts)."""
+        return {
+            A.group_key(key): {"observations": n, "pass_rate": rate, "estimate": est}
+            for key, n, rate, est in self._core.groups()
+        }
 
     def sample(self, k: int) -> np.ndarray:
         """Draws up to ``k`` prompt ids (cold first, then by ``sampling``).

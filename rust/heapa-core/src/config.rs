@@ -53,6 +53,11 @@ named_enum!(
     }
 );
 named_enum!(
+    /// How never-scored prompts are ordered: first in, first out, or by the
+    /// estimate of their group and explicit prior (see `cold.rs`).
+    Cold ("cold") { Fifo = 0 => ["fifo"], Prior = 1 => ["prior"] }
+);
+named_enum!(
     /// Which end of the difficulty order is evicted when the pool is full.
     Eviction ("eviction") { Hardest = 0 => ["hardest"], Easiest = 1 => ["easiest"] }
 );
@@ -294,6 +299,15 @@ config_table! {
     /// drawn (0 = off). Keeps an absolute frontier from retraining the same
     /// few prompts while the rest of the pool waits.
     revisit_fraction: f64 = 0.0,
+    cold: Cold = Cold::Fifo,
+    /// `cold = "prior"`: the share of each batch's cold draws that visits
+    /// groups uniformly instead of by estimate.
+    explore: f64 = 0.1,
+    /// Pseudo-count of the pool-wide pass rate in a group's estimate
+    /// (empirical-Bayes shrinkage: a group seen a few times stays near it).
+    prior_strength: f64 = 4.0,
+    /// Steps after which a group observation counts half (0 = never ages).
+    prior_half_life: f64 = 0.0,
     seed: u64 = 0,
 }
 
@@ -346,6 +360,24 @@ impl Config {
                 "inbox_capacity: expected 1..={}, got {}",
                 1u64 << 30,
                 self.inbox_capacity
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.explore) {
+            return Err(invalid(format!(
+                "explore: expected a value in [0, 1], got {}",
+                self.explore
+            )));
+        }
+        if !(self.prior_strength.is_finite() && self.prior_strength > 0.0) {
+            return Err(invalid(format!(
+                "prior_strength: expected a finite value > 0, got {}",
+                self.prior_strength
+            )));
+        }
+        if !(self.prior_half_life.is_finite() && self.prior_half_life >= 0.0) {
+            return Err(invalid(format!(
+                "prior_half_life: expected a finite value >= 0 (0 = never ages), got {}",
+                self.prior_half_life
             )));
         }
         if !(0.0..1.0).contains(&self.revisit_fraction) {

@@ -32,7 +32,7 @@ impl Pool {
         };
         scored
             .map(Victim::Scored)
-            .or_else(|| self.parts.cold.first().map(|&(_, s)| Victim::Cold(s)))
+            .or_else(|| self.parts.cold.oldest().map(Victim::Cold))
     }
 
     /// Whether a newcomer with this score (None = cold) loses to the current victim.

@@ -5,11 +5,13 @@
 #[cfg(target_endian = "big")]
 compile_error!("heapa-core's snapshot format assumes a little-endian target");
 
+mod cold;
 pub mod config;
 mod digest;
 mod draw;
 pub mod error;
 mod evict;
+mod groups;
 pub mod inbox;
 mod keys;
 mod lineage;
@@ -23,8 +25,8 @@ mod slots;
 pub mod snapshot;
 
 pub use config::{
-    Boundary, Config, Direction, Eviction, RefreshMode, RefreshParams, Reinsert, Sampling, Scope,
-    Stat,
+    Boundary, Cold, Config, Direction, Eviction, RefreshMode, RefreshParams, Reinsert, Sampling,
+    Scope, Stat,
 };
 pub use error::{CoreError, Result};
 pub use inbox::{Inbox, InboxItem};

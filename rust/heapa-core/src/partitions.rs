@@ -10,7 +10,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Boundary, Config, Sampling};
+use crate::cold::{ColdQueues, QueueId};
+use crate::config::{Boundary, Cold, Config, Sampling};
 use crate::draw::{Draw, Weight};
 use crate::keys::{key_score, key_slot, store_score, Key};
 use crate::rng::Rng;
@@ -29,7 +30,7 @@ enum Split {
 pub(crate) struct Partitions {
     split: Split,
     /// Unscored prompts, FIFO by insertion sequence.
-    pub cold: BTreeSet<(u64, u32)>,
+    pub cold: ColdQueues,
     pub hard: Side,
     pub easy: Side,
     /// Reported prompts waiting for on-drain reinsertion or cooling down
@@ -60,7 +61,7 @@ impl Partitions {
         let weighted = matches!(cfg.sampling, Sampling::Uniform | Sampling::Prioritized);
         Partitions {
             split,
-            cold: BTreeSet::new(),
+            cold: ColdQueues::new(cfg.cold == Cold::Prior),
             hard: Side::new(State::Hard),
             easy: Side::new(State::Easy),
             archive: BTreeSet::new(),
@@ -90,7 +91,7 @@ impl Partitions {
     // ---- single moves -----------------------------------------------------------
 
     pub fn place_cold(&mut self, slots: &mut Slots, slot: u32) {
-        self.cold.insert((slots.seq[slot as usize], slot));
+        self.cold.insert(slots, slot);
         slots.set_state(slot, State::Cold);
     }
 
@@ -164,9 +165,13 @@ impl Partitions {
             .collect()
     }
 
-    /// The oldest cold prompt, now in flight.
-    pub fn pop_cold(&mut self, slots: &mut Slots) -> Option<u32> {
-        let (_, slot) = self.cold.pop_first()?;
+    /// The oldest cold prompt (`queue` None) or the head of one queue,
+    /// now in flight.
+    pub fn pop_cold(&mut self, slots: &mut Slots, queue: Option<QueueId>) -> Option<u32> {
+        let slot = match queue {
+            None => self.cold.pop_oldest(slots)?,
+            Some(q) => self.cold.pop_from(slots, q)?,
+        };
         slots.set_state(slot, State::InFlight);
         self.in_flight += 1;
         Some(slot)
@@ -257,7 +262,7 @@ impl Partitions {
         let k = slots.key(slot);
         match slots.state(slot) {
             State::Cold => {
-                self.cold.remove(&(slots.seq[slot as usize], slot));
+                self.cold.remove(slots, slot);
             }
             st @ (State::Hard | State::Easy) => {
                 if st == State::Hard {
@@ -372,7 +377,7 @@ impl Partitions {
     /// Bytes of the sets and weights. B-tree overhead is estimated from std's
     /// node layout (11 keys per node at roughly 70% fill).
     pub fn memory_bytes(&self) -> usize {
-        (self.hard.entries() + self.easy.entries() + self.archive.len() + self.cold.len()) * 26
+        (self.hard.entries() + self.easy.entries() + self.archive.len() + self.cold.entries()) * 26
             + self.cooling.len() * 40
             + self.draw.as_ref().map_or(0, Draw::bytes)
     }
@@ -395,6 +400,7 @@ impl Partitions {
             counts[slots.state[s] as usize] += 1;
         }
         assert_eq!(counts[State::Cold as usize], self.cold.len());
+        self.cold.check(slots);
         assert_eq!(counts[State::Hard as usize], self.hard.len());
         assert_eq!(counts[State::Easy as usize], self.easy.len());
         assert_eq!(counts[State::Archived as usize], self.archive.len());

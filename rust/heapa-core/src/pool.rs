@@ -15,12 +15,13 @@ use std::sync::Arc;
 use crate::config::{check_difficulty, clamp_difficulty, Boundary, Config, Reinsert, Stat};
 use crate::digest::Stack;
 use crate::error::{invalid, CoreError, Result};
+use crate::groups::Groups;
 use crate::inbox::{Inbox, InboxItem};
 use crate::keys::{key_score, key_slot, store_score, Key};
 use crate::partitions::Partitions;
 use crate::rng::Rng;
 use crate::slots::Slots;
-pub use crate::slots::{State, ESTIMATED, HAS_SCORE, NO_PARENT, NO_STEP};
+pub use crate::slots::{State, ESTIMATED, HAS_PRIOR, HAS_SCORE, NO_GROUP, NO_PARENT, NO_STEP};
 
 /// Cumulative counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,13 +40,21 @@ pub struct Counters {
 }
 
 /// A prompt to add. `payload` comes from [`crate::payload::encode`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct NewPrompt {
     pub payload: Box<[u8]>,
     /// Group-mean reward in the user's scale: the prompt enters scored.
     pub reward: Option<f64>,
     pub parent: Option<u64>,
     pub difficulty: Option<f64>,
+    /// Group key (dataset, level, topic…); children of a held parent
+    /// inherit the parent's group when they have none.
+    pub group: Option<String>,
+    /// Predicted pass rate in the user's reward scale, for a prompt entering
+    /// unscored (`cold = "prior"` ranks it by this).
+    pub prior: Option<f64>,
+    /// The prior's weight in pseudo-rollouts (default 0: ranks, never blends).
+    pub confidence: Option<f64>,
 }
 
 /// Snapshot of sizes and counters, for metrics.
@@ -115,6 +124,8 @@ pub struct Pool {
     /// Drained inbox items waiting out `delay_steps`: (ready step, item).
     pub(crate) pending: VecDeque<(u64, InboxItem)>,
     pub(crate) inbox: Arc<Inbox>,
+    /// Group names and the evidence behind their estimates.
+    pub(crate) groups: Groups,
 }
 
 impl Pool {
@@ -134,6 +145,7 @@ impl Pool {
             counters: Counters::default(),
             step: 0,
             pending: VecDeque::new(),
+            groups: Groups::default(),
         })
     }
 
@@ -235,6 +247,8 @@ impl Pool {
         let s = slot as usize;
         self.slots.clear_payload(slot);
         self.slots.set_flags(slot, 0);
+        self.slots.set_group(slot, NO_GROUP);
+        self.slots.set_confidence(slot, 0.0);
         self.slots.set_gen(slot, self.slots.gen[s].wrapping_add(1));
         self.free.push(slot);
         // Keep the insertion log proportional to what is held.
@@ -272,6 +286,37 @@ impl Pool {
             }
             if let Some(d) = it.difficulty {
                 check_difficulty(i, d)?;
+            }
+            if let Some(p) = it.prior {
+                if !p.is_finite() || p < lo || p > hi {
+                    return Err(invalid(format!(
+                        "prior[{i}] = {p}: expected a finite value in reward_range [{lo}, {hi}]"
+                    )));
+                }
+                if it.reward.is_some() {
+                    return Err(invalid(format!(
+                        "prior[{i}]: the prompt also has a reward (a scored prompt needs no prior)"
+                    )));
+                }
+            }
+            if let Some(c) = it.confidence {
+                if !(c.is_finite() && c >= 0.0) || c > f64::from(f32::MAX) {
+                    return Err(invalid(format!(
+                        "confidence[{i}] = {c}: expected a finite value >= 0 (pseudo-rollouts)"
+                    )));
+                }
+                if it.prior.is_none() {
+                    return Err(invalid(format!("confidence[{i}]: given without a prior")));
+                }
+            }
+            if let Some(g) = &it.group {
+                if g.len() > u16::MAX as usize {
+                    return Err(invalid(format!(
+                        "group[{i}]: expected a key of at most {} bytes, got {}",
+                        u16::MAX,
+                        g.len()
+                    )));
+                }
             }
             if let Some(p) = it.parent {
                 if self.slot_of(p).is_none() {
@@ -329,13 +374,29 @@ impl Pool {
         let sl = &mut self.slots;
         sl.set_seq(slot, self.next_seq);
         self.next_seq += 1;
+        let prior = it
+            .prior
+            .filter(|_| score.is_none())
+            .map(|p| store_score(self.cfg.normalize(p)));
         let flags = match (score.is_some(), estimated) {
             (true, true) => HAS_SCORE | ESTIMATED,
             (true, false) => HAS_SCORE,
+            _ if prior.is_some() => HAS_PRIOR,
             _ => 0,
         };
         sl.set_flags(slot, flags);
-        sl.set_score(slot, score.unwrap_or(0.0));
+        sl.set_score(slot, score.or(prior).unwrap_or(0.0));
+        let group = match &it.group {
+            Some(g) => self.groups.intern(g),
+            None => parent.map_or(NO_GROUP, |(_, ps)| sl.group_of(ps)),
+        };
+        sl.set_group(slot, group);
+        let conf = if prior.is_some() {
+            it.confidence.unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        sl.set_confidence(slot, conf as f32);
         sl.set_visits(slot, 0);
         sl.set_rollouts(slot, 0);
         sl.set_correct(slot, 0);
@@ -413,15 +474,30 @@ impl Pool {
         for (i, &slot) in slots.iter().enumerate() {
             let s = slot as usize;
             let new = self.cfg.normalize(rewards[i]);
-            let observed =
-                self.slots.flags[s] & HAS_SCORE != 0 && self.slots.flags[s] & ESTIMATED == 0;
-            let value = match self.cfg.stat {
-                Stat::Ema if observed => {
+            let flags = self.slots.flags[s];
+            let observed = flags & HAS_SCORE != 0 && flags & ESTIMATED == 0;
+            let old = f64::from(self.slots.score[s]);
+            // A prior with a confidence counts as that many earlier rollouts
+            // in the first measured score.
+            let prior_weight = f64::from(self.slots.confidence_of(slot));
+            let value = match (self.cfg.stat, n_rollouts) {
+                (Stat::Ema, _) if observed => {
                     let a = self.cfg.ema_alpha;
-                    a * new + (1.0 - a) * f64::from(self.slots.score[s])
+                    a * new + (1.0 - a) * old
+                }
+                (_, Some(r)) if flags & HAS_PRIOR != 0 && prior_weight > 0.0 && r[i] > 0 => {
+                    let n = f64::from(r[i]);
+                    (prior_weight * old + n * new) / (prior_weight + n)
                 }
                 _ => new,
             };
+            let at = step.unwrap_or(self.step).max(self.step);
+            let (half_life, pass) = (self.cfg.prior_half_life, (new + 1.0) * 0.5);
+            let g = self.slots.group_of(slot);
+            if let Some(e) = self.groups.evidence.get_mut(g as usize) {
+                e.observe(pass, at, half_life);
+            }
+            self.groups.pool.observe(pass, at, half_life);
             let sl = &mut self.slots;
             sl.set_score(slot, store_score(value));
             sl.set_flags(slot, HAS_SCORE);
@@ -528,9 +604,9 @@ impl Pool {
             let (_, item) = self.pending.pop_front().expect("front exists");
             let it = NewPrompt {
                 payload: item.payload,
-                reward: None,
                 parent: item.parent,
                 difficulty: item.difficulty,
+                ..NewPrompt::default()
             };
             ids.push(self.admit(it));
         }
@@ -605,8 +681,9 @@ impl Pool {
             State::Cold => self
                 .parts
                 .cold
-                .iter()
-                .map(|&(_, s)| self.id_of(s))
+                .fifo_order()
+                .into_iter()
+                .map(|s| self.id_of(s))
                 .collect(),
             State::Hard => ids(&mut self.parts.hard.iter(&self.slots)),
             State::Easy => ids(&mut self.parts.easy.iter(&self.slots)),
@@ -617,6 +694,20 @@ impl Pool {
                 .collect(),
             State::Free => Vec::new(),
         }
+    }
+
+    /// Every group: (key, decayed observations, observed pass rate (NaN if
+    /// none), shrunk estimate), in the order groups were first seen.
+    pub fn groups(&self) -> Vec<(String, f64, f64, f64)> {
+        let (h, m) = (self.cfg.prior_half_life, self.cfg.prior_strength);
+        (0..self.groups.names.len())
+            .map(|g| {
+                let e = self.groups.evidence[g].at(self.step, h);
+                let (est, _) = self.groups.estimate(g as u32, self.step, h, m);
+                let rate = if e.n > 0.0 { e.sum / e.n } else { f64::NAN };
+                (self.groups.names[g].clone(), e.n, rate, est)
+            })
+            .collect()
     }
 
     /// The boundary score in the user's scale (NaN when nothing is scored).

@@ -1,6 +1,7 @@
 //! Drawing a batch: cold prompts first (FIFO), then by the sampling mode.
 
-use crate::config::{Reinsert, Sampling};
+use crate::cold::{Queue, QueueId, BANDS};
+use crate::config::{Cold, Reinsert, Sampling};
 use crate::keys::{key_score, key_slot};
 use crate::pool::Pool;
 
@@ -20,12 +21,8 @@ impl Pool {
             self.reinsert_archive();
         }
         let mut chosen: Vec<u32> = Vec::with_capacity(k.min(live + self.parts.archive.len()));
-        while chosen.len() < k {
-            match self.parts.pop_cold(&mut self.slots) {
-                Some(slot) => chosen.push(slot),
-                None => break,
-            }
-        }
+        let from_cold = k.min(self.parts.cold.len());
+        self.pick_cold(from_cold, &mut chosen);
         let need = k - chosen.len();
         let scored = self.parts.scored();
         if need > 0 && scored > 0 {
@@ -67,6 +64,74 @@ impl Pool {
         }
         self.counters.sampled += chosen.len() as u64;
         chosen.iter().map(|&s| self.id_of(s)).collect()
+    }
+
+    /// Draws `m` cold prompts: the oldest (`cold = "fifo"`), or (`"prior"`)
+    /// an `explore` share from uniformly chosen queues and the rest from the
+    /// queues whose estimate is nearest the target pass rate.
+    fn pick_cold(&mut self, m: usize, out: &mut Vec<u32>) {
+        let want = out.len() + m;
+        if self.cfg.cold == Cold::Fifo {
+            while out.len() < want {
+                match self.parts.pop_cold(&mut self.slots, None) {
+                    Some(s) => out.push(s),
+                    None => break,
+                }
+            }
+            return;
+        }
+        let x = self.cfg.explore * m as f64;
+        let explore = x as usize + usize::from(self.rng.unit() < x.fract());
+        let target = (self.cfg.normalize(self.cfg.target) + 1.0) * 0.5;
+        let mut ranked: Vec<(f64, QueueId)> = self
+            .parts
+            .cold
+            .queues()
+            .map(|(id, q)| ((self.queue_estimate(id, q) - target).abs(), id))
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let exploit = want - explore;
+        for &(_, id) in &ranked {
+            while out.len() < exploit {
+                match self.parts.pop_cold(&mut self.slots, Some(id)) {
+                    Some(s) => out.push(s),
+                    None => break,
+                }
+            }
+        }
+        let mut open: Vec<QueueId> = self.parts.cold.queues().map(|(id, _)| id).collect();
+        while out.len() < want && !open.is_empty() {
+            let i = self.rng.below(open.len() as u64) as usize;
+            match self.parts.pop_cold(&mut self.slots, Some(open[i])) {
+                Some(s) => out.push(s),
+                None => {
+                    open.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// A cold queue's pass-rate estimate: its group's (shrunk toward the
+    /// pool), blended with its prior band by the members' mean confidence
+    /// against the group's evidence.
+    fn queue_estimate(&self, id: QueueId, q: &Queue) -> f64 {
+        let (group, band) = ((id >> 8) as u32, id & 0xFF);
+        let (e, n) = self.groups.estimate(
+            group,
+            self.step,
+            self.cfg.prior_half_life,
+            self.cfg.prior_strength,
+        );
+        if band == 0 {
+            return e;
+        }
+        let centre = (band as f64 - 0.5) / BANDS as f64;
+        let c = q.confidence / q.len() as f64;
+        if c + n > 0.0 {
+            (c * centre + n * e) / (c + n)
+        } else {
+            centre
+        }
     }
 
     /// HeaPA boundary sampling: the 2·need candidates nearest the boundary,

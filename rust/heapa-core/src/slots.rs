@@ -10,6 +10,8 @@ use crate::payload::Arena;
 pub const NO_PARENT: u64 = u64::MAX;
 /// `last_step` of a prompt never reported with a step.
 pub const NO_STEP: u32 = u32::MAX;
+/// `group` of a prompt in no group.
+pub const NO_GROUP: u32 = u32::MAX;
 
 /// Partition of a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +70,8 @@ impl State {
 /// Slot flags.
 pub const HAS_SCORE: u8 = 1;
 pub const ESTIMATED: u8 = 2;
+/// A never-scored prompt with an explicit prior (kept in `score`).
+pub const HAS_PRIOR: u8 = 4;
 
 /// Per-slot columns.
 #[derive(Clone, Debug, Default)]
@@ -85,6 +89,12 @@ pub(crate) struct Slots {
     /// Parent id at insertion (may since have been evicted: check liveness).
     pub parent: Vec<u64>,
     pub difficulty: Vec<f32>,
+    /// Group index per slot, or empty while no prompt has had a group
+    /// (pools without groups pay nothing).
+    pub group: Vec<u32>,
+    /// Confidence (pseudo-count) of an explicit prior per slot, or empty
+    /// while none has been given.
+    pub confidence: Vec<f32>,
     pub payload: Arena,
     /// Running digest of every (slot, column) value and every payload, for
     /// the fingerprint: each write through a setter swaps one term.
@@ -104,6 +114,8 @@ const LAST_STEP: u8 = 8;
 const PARENT: u8 = 9;
 const DIFFICULTY: u8 = 10;
 const PAYLOAD: u8 = 11;
+const GROUP: u8 = 12;
+const CONFIDENCE: u8 = 13;
 
 /// One (slot, column, value) term of the digest (a mixer, a few cycles:
 /// every column write pays two of these).
@@ -138,6 +150,12 @@ macro_rules! columns {
         /// Adds a slot holding nothing (every column at its starting value).
         pub fn push_free(&mut self) {
             $(self.$col.push($default);)+
+            if !self.group.is_empty() {
+                self.group.push(NO_GROUP);
+            }
+            if !self.confidence.is_empty() {
+                self.confidence.push(0.0);
+            }
             self.payload.push_empty();
             let slot = self.gen.len() as u32 - 1;
             self.digest = self.digest.wrapping_add(self.column_terms(slot));
@@ -170,6 +188,77 @@ impl Slots {
         set_difficulty: difficulty: f32 = DIFFICULTY, new 1.0,
     }
 
+    /// Columns allocated on first use: a value's digest term is taken
+    /// relative to the default's, so an absent column contributes nothing.
+    fn set_lazy<T: bytemuck::Pod + PartialEq>(
+        col: &mut Vec<T>,
+        digest: &mut u64,
+        len: usize,
+        id: u8,
+        default: T,
+        slot: u32,
+        v: T,
+    ) {
+        if col.is_empty() {
+            if v == default {
+                return;
+            }
+            col.resize(len, default);
+        }
+        let old = std::mem::replace(&mut col[slot as usize], v);
+        *digest = digest
+            .wrapping_sub(term(slot, id, &old))
+            .wrapping_add(term(slot, id, &v));
+    }
+
+    pub fn set_group(&mut self, slot: u32, g: u32) {
+        let n = self.len();
+        Self::set_lazy(
+            &mut self.group,
+            &mut self.digest,
+            n,
+            GROUP,
+            NO_GROUP,
+            slot,
+            g,
+        );
+    }
+
+    pub fn set_confidence(&mut self, slot: u32, c: f32) {
+        let n = self.len();
+        Self::set_lazy(
+            &mut self.confidence,
+            &mut self.digest,
+            n,
+            CONFIDENCE,
+            0.0,
+            slot,
+            c,
+        );
+    }
+
+    #[inline]
+    pub fn group_of(&self, slot: u32) -> u32 {
+        self.group.get(slot as usize).copied().unwrap_or(NO_GROUP)
+    }
+
+    #[inline]
+    pub fn confidence_of(&self, slot: u32) -> f32 {
+        self.confidence.get(slot as usize).copied().unwrap_or(0.0)
+    }
+
+    /// The digest terms of the lazy columns (relative to their defaults).
+    fn lazy_terms(&self, slot: u32) -> u64 {
+        let rel = |id: u8, v: u64, d: u64| term(slot, id, &v).wrapping_sub(term(slot, id, &d));
+        let g = self.group_of(slot);
+        let c = self.confidence_of(slot);
+        rel(GROUP, u64::from(g), u64::from(NO_GROUP)).wrapping_add(rel(
+            CONFIDENCE,
+            u64::from(c.to_bits()),
+            0,
+        ))
+    }
+
     #[inline]
     pub fn set_state(&mut self, slot: u32, st: State) {
         self.set_state_code(slot, st as u8);
@@ -193,6 +282,7 @@ impl Slots {
         (0..self.len() as u32).fold(0u64, |acc, slot| {
             let p = self.payload.get(slot as usize);
             acc.wrapping_add(self.column_terms(slot))
+                .wrapping_add(self.lazy_terms(slot))
                 .wrapping_add(p.map_or(0, |p| payload_term(slot, p)))
         })
     }
@@ -226,6 +316,8 @@ impl Slots {
             + self.last_step.capacity() * 4
             + self.parent.capacity() * 8
             + self.difficulty.capacity() * 4
+            + self.group.capacity() * 4
+            + self.confidence.capacity() * 4
             + self.payload.index_bytes()
     }
 }

@@ -8,8 +8,8 @@
 //! flags    u32      0 (reserved)
 //! body_len u64
 //! body     body_len bytes: sections, each `tag [u8; 4] | len u64 | data`,
-//!          in this order: CONF STAT SLOT PAYL FREE LOG_ PEND INBX COOL
-//!          (version 1 files end at INBX)
+//!          in this order: CONF STAT SLOT PAYL FREE LOG_ PEND INBX COOL GRPS
+//!          (version 1 files end at INBX, versions 2–3 at COOL)
 //! checksum u64      xxh3-64 of everything before it (header and body)
 //! ```
 //!
@@ -32,6 +32,11 @@
 //!   (`u64::MAX` / NaN when absent).
 //! * `COOL` (version ≥ 2): prompts sitting out `revisit_fraction`, as
 //!   `count u64` then `ready u64 | seq u64 | slot u32` each, in order.
+//! * `GRPS` (version ≥ 4): groups and priors. `count u32`, per group its key
+//!   (`len u32 | UTF-8`) and evidence (`n f64 | sum f64 | step u64`), the
+//!   pool-wide evidence, then `u8` 0/1 and, if 1, the group column (u32 per
+//!   slot), then the same for the prior-confidence column (f32 per slot).
+//!   A prior itself is the score of a cold slot flagged `HAS_PRIOR`.
 //!
 //! Ordered sets, the draw index and counts are rebuilt from the columns on
 //! load, after every invariant has been checked, so a loaded pool behaves
@@ -51,21 +56,22 @@ use crate::config::{
 };
 use crate::digest::Stack;
 use crate::error::{CoreError, Result};
+use crate::groups::{Evidence, Groups};
 use crate::inbox::InboxItem;
 use crate::keys::{key_slot, Key};
 use crate::partitions::Partitions;
 use crate::payload::{self, Arena};
 use crate::pool::{Counters, Pool};
 use crate::rng::Rng;
-use crate::slots::{Slots, State, ESTIMATED, HAS_SCORE, NO_PARENT, NO_STEP};
+use crate::slots::{Slots, State, ESTIMATED, HAS_PRIOR, HAS_SCORE, NO_GROUP, NO_PARENT, NO_STEP};
 
 pub const MAGIC: &[u8; 8] = b"HEAPASNP";
-pub const FORMAT_VERSION: u32 = 3;
-const SECTIONS: [&[u8; 4]; 9] = [
-    b"CONF", b"STAT", b"SLOT", b"PAYL", b"FREE", b"LOG_", b"PEND", b"INBX", b"COOL",
+pub const FORMAT_VERSION: u32 = 4;
+const SECTIONS: [&[u8; 4]; 10] = [
+    b"CONF", b"STAT", b"SLOT", b"PAYL", b"FREE", b"LOG_", b"PEND", b"INBX", b"COOL", b"GRPS",
 ];
 /// How many of `SECTIONS` each format version has (index = version).
-const SECTION_COUNT: [usize; 4] = [0, 8, 9, 9];
+const SECTION_COUNT: [usize; 5] = [0, 8, 9, 9, 10];
 const ABSENT: u32 = u32::MAX;
 /// Header bytes: magic, version, flags, body length.
 const HEADER: usize = 24;
@@ -251,6 +257,29 @@ impl Pool {
         w.put(bytemuck::cast_slice(&s.difficulty));
     }
 
+    fn put_groups(&self, w: &mut impl Sink) {
+        let g = &self.groups;
+        let evidence = |w: &mut dyn FnMut(&[u8]), e: &Evidence| {
+            w(&e.n.to_le_bytes());
+            w(&e.sum.to_le_bytes());
+            w(&e.step.to_le_bytes());
+        };
+        w.u32(g.names.len() as u32);
+        for (name, e) in g.names.iter().zip(&g.evidence) {
+            w.u32(name.len() as u32);
+            w.put(name.as_bytes());
+            evidence(&mut |b| w.put(b), e);
+        }
+        evidence(&mut |b| w.put(b), &g.pool);
+        for col in [
+            bytemuck::cast_slice::<u32, u8>(&self.slots.group),
+            bytemuck::cast_slice::<f32, u8>(&self.slots.confidence),
+        ] {
+            w.u8(u8::from(!col.is_empty()));
+            w.put(col);
+        }
+    }
+
     fn put_payloads(&self, w: &mut impl Sink) {
         for slot in 0..self.slots.len() {
             match self.slots.payload.get(slot) {
@@ -308,6 +337,7 @@ impl Pool {
             }
         });
         Self::section(&mut body, SECTIONS[8], |w| self.put_cooling(w));
+        Self::section(&mut body, SECTIONS[9], |w| self.put_groups(w));
         let body_len = (body.len() - HEADER) as u64;
         body[..8].copy_from_slice(MAGIC);
         body[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -380,6 +410,7 @@ impl Pool {
             put_item(&mut h, it);
         }
         self.put_cooling(&mut h);
+        h.u64(self.groups.digest());
         h.digest()
     }
 
@@ -599,6 +630,56 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Reads `GRPS`: the group table (returned) and the lazy columns (into `slots`).
+fn read_groups(slots: &mut Slots, n: usize, sec: &[u8]) -> Result<Groups> {
+    let mut r = Reader {
+        buf: sec,
+        pos: 0,
+        what: "GRPS",
+    };
+    let evidence = |r: &mut Reader| -> Result<Evidence> {
+        let e = Evidence {
+            n: r.f64()?,
+            sum: r.f64()?,
+            step: r.u64()?,
+        };
+        if !(e.n.is_finite() && e.sum.is_finite() && e.sum >= 0.0 && e.sum <= e.n * (1.0 + 1e-9)) {
+            return Err(corrupt("group evidence out of range"));
+        }
+        Ok(e)
+    };
+    let count = r.u32()? as usize;
+    let (mut names, mut stats) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..count {
+        let len = r.u32()? as usize;
+        let name = std::str::from_utf8(r.take(len)?)
+            .map_err(|_| corrupt("group key is not UTF-8"))?
+            .to_owned();
+        if !seen.insert(name.clone()) {
+            return Err(corrupt(format!("group key {name:?} stored twice")));
+        }
+        names.push(name);
+        stats.push(evidence(&mut r)?);
+    }
+    let pool = evidence(&mut r)?;
+    if r.u8()? == 1 {
+        slots.group = r.col(n)?;
+    }
+    if r.u8()? == 1 {
+        slots.confidence = r.col(n)?;
+        if slots
+            .confidence
+            .iter()
+            .any(|c| !(c.is_finite() && *c >= 0.0))
+        {
+            return Err(corrupt("prior confidence out of range"));
+        }
+    }
+    r.done()?;
+    Ok(Groups::from_parts(names, stats, pool))
+}
+
 fn split_sections(body: &[u8], version: u32) -> Result<Vec<&[u8]>> {
     let mut r = Reader {
         buf: body,
@@ -781,10 +862,15 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         last_step: r.col(n)?,
         parent: r.col(n)?,
         difficulty: r.col(n)?,
+        group: Vec::new(),
+        confidence: Vec::new(),
         payload: Arena::with_capacity(n, sec[3].len()),
         digest: 0,
     };
     r.done()?;
+    if version >= 4 {
+        pool.groups = read_groups(&mut slots, n, sec[9])?;
+    }
 
     let mut r = Reader {
         buf: sec[3],
@@ -898,11 +984,23 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         }
         let f = slots.flags[i];
         let score = slots.score[i];
-        if f & !(HAS_SCORE | ESTIMATED) != 0
+        if f & !(HAS_SCORE | ESTIMATED | HAS_PRIOR) != 0
             || !(-1.0..=1.0).contains(&score)
             || !slots.difficulty[i].is_finite()
         {
             return Err(corrupt(format!("slot {i} has invalid flags or values")));
+        }
+        let prior = f & HAS_PRIOR != 0;
+        let conf = slots.confidence_of(i as u32);
+        let group = slots.group_of(i as u32);
+        if (prior && (f & HAS_SCORE != 0 || !matches!(st, State::Cold | State::InFlight)))
+            || (!prior && conf != 0.0)
+            || (st == State::Free && (group != NO_GROUP || f != 0))
+            || (group != NO_GROUP && group as usize >= pool.groups.names.len())
+        {
+            return Err(corrupt(format!(
+                "slot {i} has an inconsistent prior, confidence or group"
+            )));
         }
         let scored = f & HAS_SCORE != 0;
         let ok = match st {
@@ -934,7 +1032,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
     let (mut live, mut archived, mut cold) = (Vec::new(), Vec::new(), Vec::new());
     for slot in 0..n as u32 {
         match pool.slots.state(slot) {
-            State::Cold => cold.push((pool.slots.seq[slot as usize], slot)),
+            State::Cold => cold.push(slot),
             State::Hard | State::Easy => live.push(pool.slots.key(slot)),
             State::Archived => archived.push(pool.slots.key(slot)),
             State::InFlight | State::Free => {}
@@ -955,7 +1053,9 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         }));
     }
     pool.parts.grow(n);
-    pool.parts.cold = cold.into_iter().collect();
+    for slot in cold {
+        pool.parts.cold.insert(&pool.slots, slot);
+    }
     pool.parts.in_flight = in_flight;
     pool.parts.rebuild(&mut pool.slots, live, archived);
     // Every archived prompt of a revisit-interval pool is cooling, once.

@@ -11,6 +11,7 @@ fn np(reward: Option<f64>, parent: Option<u64>, d: f64) -> NewPrompt {
         reward,
         parent,
         difficulty: Some(d),
+        ..Default::default()
     }
 }
 

@@ -476,6 +476,7 @@ proptest! {
                         reward: r.map(|x| f64::from(x) / 8.0),
                         parent: None,
                         difficulty: None,
+                        ..Default::default()
                     }).collect();
                     let ids = pool.add(items).unwrap();
                     for (id, r) in ids.iter().zip(&rs) {
@@ -531,6 +532,7 @@ fn failed_calls_change_nothing() {
         reward: r,
         parent: None,
         difficulty: None,
+        ..Default::default()
     };
     let ids = pool
         .add(vec![np(Some(0.5)), np(None), np(Some(0.1))])
@@ -575,6 +577,7 @@ fn million_deep_chain_refreshes_without_recursion() {
                 reward: Some(if i % 2 == 0 { 0.2 } else { 0.8 }),
                 parent,
                 difficulty: Some(1.1),
+                ..Default::default()
             }])
             .unwrap();
         parent = Some(ids[0]);
@@ -611,6 +614,7 @@ fn weighted_sampling_through_compactions_matches_a_restored_pool() {
                 reward: Some((i % 9) as f64 / 8.0),
                 parent: None,
                 difficulty: None,
+                ..Default::default()
             })
             .collect();
         pool.add(items).unwrap();

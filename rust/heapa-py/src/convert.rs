@@ -60,6 +60,21 @@ pub fn text<'a>(v: &'a Bound<'_, PyAny>, what: impl Fn() -> String) -> PyResult<
     })
 }
 
+/// A sequence of str or None (owned: they outlive the GIL).
+pub fn opt_texts(v: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Option<String>>> {
+    items(v, name)?
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            if x.is_none() {
+                Ok(None)
+            } else {
+                text(x, || format!("{name}[{i}]")).map(|s| Some(s.to_owned()))
+            }
+        })
+        .collect()
+}
+
 /// The elements of a sequence argument (a str is not a sequence of texts).
 pub fn items<'py>(v: &Bound<'py, PyAny>, name: &str) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let not_a_list = || {

@@ -113,7 +113,7 @@ impl PoolCore {
         config_dict(py, self.pool.lock().config())
     }
 
-    #[pyo3(signature = (prompts, answers=None, rewards=None, metadata=None, parents=None, difficulty=None))]
+    #[pyo3(signature = (prompts, answers=None, rewards=None, metadata=None, parents=None, difficulty=None, groups=None, priors=None, confidences=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn add<'py>(
         &self,
@@ -124,20 +124,40 @@ impl PoolCore {
         metadata: Option<&Bound<'py, PyAny>>,
         parents: Option<PyReadonlyArray1<'py, u64>>,
         difficulty: Option<PyReadonlyArray1<'py, f64>>,
+        groups: Option<&Bound<'py, PyAny>>,
+        priors: Option<PyReadonlyArray1<'py, f64>>,
+        confidences: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let payloads = payloads_from(prompts, answers, metadata)?;
         let n = payloads.len();
         let rewards = opt_column(rewards, "rewards", n)?;
         let parents = opt_column(parents, "parents", n)?;
         let difficulty = opt_column(difficulty, "difficulty", n)?;
+        let priors = opt_column(priors, "prior", n)?;
+        let confidences = opt_column(confidences, "confidence", n)?;
+        let mut groups = match groups {
+            Some(g) => {
+                let v = convert::opt_texts(g, "group")?;
+                check_len("group", v.len(), n)?;
+                v
+            }
+            None => Vec::new(),
+        };
+        groups.resize(n, None);
+        let nan_free = |v: Option<f64>| v.filter(|x| !x.is_nan());
         let items: Vec<NewPrompt> = payloads
             .into_iter()
+            .zip(groups)
             .enumerate()
-            .map(|(i, payload)| NewPrompt {
+            .map(|(i, (payload, group))| NewPrompt {
                 payload,
                 reward: rewards.as_ref().map(|r| r[i]),
                 parent: parents.as_ref().map(|p| p[i]),
                 difficulty: difficulty.as_ref().map(|d| d[i]),
+                group,
+                // NaN marks "no prior" for this prompt.
+                prior: nan_free(priors.as_ref().map(|p| p[i])),
+                confidence: nan_free(confidences.as_ref().map(|c| c[i])),
             })
             .collect();
         let ids = py.detach(|| self.pool.lock().add(items)).py_err()?;
@@ -231,6 +251,12 @@ impl PoolCore {
         d.set_item("parent", r.parent.into_pyarray(py))?;
         d.set_item("difficulty", r.difficulty.into_pyarray(py))?;
         Ok(d)
+    }
+
+    /// Per group: key, observations, observed pass rate, estimate.
+    fn groups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let rows = self.pool.lock().groups();
+        PyList::new(py, rows)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

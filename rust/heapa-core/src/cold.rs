@@ -1,0 +1,159 @@
+//! Never-scored prompts, waiting in first-in-first-out queues.
+//!
+//! With `cold = "fifo"` there is one queue. With `cold = "prior"` there is
+//! one per (group, prior band): prompts of a group without an explicit prior
+//! share their group's estimate, and prompts with a prior share a band of
+//! width 1/`BANDS` in pass rate. Estimates change after every report, so no
+//! prompt is ever re-keyed: the sampler ranks the non-empty queues (O(queues)
+//! per draw) and takes the head of the best one. Within a queue, oldest first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::slots::{Slots, HAS_PRIOR};
+
+/// Prior bands over pass rate [0, 1].
+pub(crate) const BANDS: u64 = 20;
+
+/// A queue's id: group << 8 | band (0 = no explicit prior, 1..=BANDS).
+pub(crate) type QueueId = u64;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Queue {
+    fifo: BTreeSet<(u64, u32)>,
+    /// Sum of the members' prior confidences.
+    pub confidence: f64,
+}
+
+impl Queue {
+    pub fn len(&self) -> usize {
+        self.fifo.len()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct ColdQueues {
+    by_estimate: bool,
+    queues: BTreeMap<QueueId, Queue>,
+    len: usize,
+}
+
+impl ColdQueues {
+    pub fn new(by_estimate: bool) -> ColdQueues {
+        ColdQueues {
+            by_estimate,
+            queues: BTreeMap::new(),
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The queue a cold slot waits in.
+    pub fn queue_of(&self, slots: &Slots, slot: u32) -> QueueId {
+        if !self.by_estimate {
+            return 0;
+        }
+        let band = if slots.flags[slot as usize] & HAS_PRIOR != 0 {
+            let p = (f64::from(slots.score[slot as usize]) + 1.0) * 0.5;
+            1 + ((p * BANDS as f64) as u64).min(BANDS - 1)
+        } else {
+            0
+        };
+        u64::from(slots.group_of(slot)) << 8 | band
+    }
+
+    pub fn insert(&mut self, slots: &Slots, slot: u32) {
+        let q = self.queues.entry(self.queue_of(slots, slot)).or_default();
+        q.fifo.insert((slots.seq[slot as usize], slot));
+        q.confidence += f64::from(slots.confidence_of(slot));
+        self.len += 1;
+    }
+
+    pub fn remove(&mut self, slots: &Slots, slot: u32) {
+        let id = self.queue_of(slots, slot);
+        let q = self
+            .queues
+            .get_mut(&id)
+            .expect("a cold slot's queue exists");
+        let had = q.fifo.remove(&(slots.seq[slot as usize], slot));
+        debug_assert!(had);
+        self.took(slots, id, slot);
+    }
+
+    /// Bookkeeping after `slot` left queue `id`.
+    fn took(&mut self, slots: &Slots, id: QueueId, slot: u32) {
+        let q = self.queues.get_mut(&id).expect("queue exists");
+        q.confidence -= f64::from(slots.confidence_of(slot));
+        if q.fifo.is_empty() {
+            self.queues.remove(&id);
+        }
+        self.len -= 1;
+    }
+
+    /// The head (oldest) of queue `id`, taken out.
+    pub fn pop_from(&mut self, slots: &Slots, id: QueueId) -> Option<u32> {
+        let (_, slot) = self.queues.get_mut(&id)?.fifo.pop_first()?;
+        self.took(slots, id, slot);
+        Some(slot)
+    }
+
+    /// The queue whose head is oldest.
+    fn oldest_queue(&self) -> Option<QueueId> {
+        self.queues
+            .iter()
+            .filter_map(|(&id, q)| q.fifo.first().map(|&h| (h, id)))
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// The oldest cold prompt (the eviction victim among cold prompts).
+    pub fn oldest(&self) -> Option<u32> {
+        let id = self.oldest_queue()?;
+        self.queues[&id].fifo.first().map(|&(_, s)| s)
+    }
+
+    pub fn pop_oldest(&mut self, slots: &Slots) -> Option<u32> {
+        let id = self.oldest_queue()?;
+        self.pop_from(slots, id)
+    }
+
+    /// The non-empty queues, by id.
+    pub fn queues(&self) -> impl Iterator<Item = (QueueId, &Queue)> {
+        self.queues.iter().map(|(&id, q)| (id, q))
+    }
+
+    /// Every cold slot, oldest first.
+    pub fn fifo_order(&self) -> Vec<u32> {
+        let mut all: Vec<(u64, u32)> = self
+            .queues
+            .values()
+            .flat_map(|q| q.fifo.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Entries (for memory estimates).
+    pub fn entries(&self) -> usize {
+        self.len
+    }
+
+    /// Panics unless the queues agree with the slots.
+    pub fn check(&self, slots: &Slots) {
+        let mut n = 0;
+        for (&id, q) in &self.queues {
+            assert!(!q.fifo.is_empty(), "empty queues are dropped");
+            let mut conf = 0.0;
+            for &(seq, s) in &q.fifo {
+                assert_eq!(self.queue_of(slots, s), id);
+                assert_eq!(slots.seq[s as usize], seq);
+                conf += f64::from(slots.confidence_of(s));
+            }
+            assert!((conf - q.confidence).abs() <= 1e-6 * conf.max(1.0));
+            n += q.fifo.len();
+        }
+        assert_eq!(n, self.len);
+    }
+}
