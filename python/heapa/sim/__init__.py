@@ -24,19 +24,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from dataclasses import replace
+import zlib
+from dataclasses import asdict, replace
 from typing import Any
 
-from .model import EXTRA_SCENARIOS, SCENARIOS, Scenario, get_scenario, quick
+import numpy as np
+
+from .model import EXTRA_SCENARIOS, PRIOR_SCENARIOS, SCENARIOS, Scenario, get_scenario, quick
 from .report import plot_all, summarise
 from .runner import Learner, RunResult, default_workers, run_many, run_one
-from .samplers import DEFAULT_SAMPLERS, RECOMMENDED, SAMPLERS, Sampler, get_sampler
+from .samplers import DEFAULT_SAMPLERS, PRIOR_SAMPLERS, RECOMMENDED, SAMPLERS, Sampler, get_sampler
 
 __all__ = [
     "DEFAULT_SAMPLERS",
     "EXTRA_SCENARIOS",
+    "PRIOR_SAMPLERS",
+    "PRIOR_SCENARIOS",
     "RECOMMENDED",
     "SAMPLERS",
     "SCENARIOS",
@@ -66,20 +72,42 @@ def run_suite(
     seeds: int,
     workers: int = 1,
     log: Any = None,
+    cache: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, list[RunResult]]]]:
-    """Runs every (scenario, sampler, seed) and returns the JSON report and the runs."""
+    """Runs every (scenario, sampler, seed) and returns the JSON report and the runs. With ``cache``
+    (a JSON-lines file) every finished run is appended there and runs already there are not run
+    again, so an interrupted study resumes where it stopped."""
     names = [s.name for s in samplers]
     if BASELINE not in names:
         samplers = [get_sampler(BASELINE), *samplers]
     jobs = [(sc, sp, seed) for sc in scenarios for sp in samplers for seed in range(seeds)]
-    done = [0]
+    cached = _load_cache(cache) if cache else {}
+    digest = {(sc.name, sp.name): _params_digest(sc, sp) for sc in scenarios for sp in samplers}
 
-    def progress(_: RunResult) -> None:
+    def key(scenario: str, sampler: str, seed: int) -> str:
+        return f"{scenario}|{sampler}|{seed}|{digest[scenario, sampler]}"
+
+    known = {(sc.name, sp.name, seed): cached.get(key(sc.name, sp.name, seed)) for sc, sp, seed in jobs}
+    todo = [job for job in jobs if known[job[0].name, job[1].name, job[2]] is None]
+    out = open(cache, "a") if cache else None  # noqa: SIM115 (closed below)
+    done = [len(jobs) - len(todo)]
+    if log is not None and done[0]:
+        print(f"  {done[0]}/{len(jobs)} runs from {cache}", file=log, flush=True)
+
+    def progress(r: RunResult) -> None:
         done[0] += 1
+        if out is not None:
+            out.write(json.dumps({"key": key(r.scenario, r.sampler, r.seed), "run": _run_to_dict(r)}) + "\n")
+            out.flush()
         if log is not None and (done[0] % 25 == 0 or done[0] == len(jobs)):
             print(f"  {done[0]}/{len(jobs)} runs", file=log, flush=True)
 
-    results = run_many(jobs, workers=workers, progress=progress)
+    try:
+        fresh = iter(run_many(todo, workers=workers, progress=progress))
+    finally:
+        if out is not None:
+            out.close()
+    results = [known[sc.name, sp.name, seed] or next(fresh) for sc, sp, seed in jobs]
     runs: dict[str, dict[str, list[RunResult]]] = {sc.name: {sp.name: [] for sp in samplers} for sc in scenarios}
     for r in results:
         runs[r.scenario][r.sampler].append(r)
@@ -102,6 +130,35 @@ def run_suite(
             "samplers": summarise(sc, runs[sc.name], baseline=BASELINE),
         }
     return report, runs
+
+
+def _params_digest(sc: Scenario, sp: Sampler) -> str:
+    """A digest of every parameter of a (scenario, sampler) pair: a changed one is run again."""
+    params = json.dumps([sc.to_dict(), asdict(sp)], sort_keys=True, default=str)
+    return f"{zlib.crc32(params.encode()):08x}"
+
+
+def _run_to_dict(r: RunResult) -> dict[str, Any]:
+    d = asdict(r)
+    d["cost"], d["accuracy"] = r.cost.tolist(), r.accuracy.tolist()
+    return d
+
+
+def _load_cache(path: str) -> dict[str, RunResult]:
+    """Runs recorded by an earlier (possibly interrupted) call with the same ``--cache``."""
+    runs: dict[str, RunResult] = {}
+    if not os.path.exists(path):
+        return runs
+    with open(path) as f:
+        for line in f:
+            try:
+                e = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interruption
+            d = e["run"]
+            d["cost"], d["accuracy"] = np.asarray(d["cost"]), np.asarray(d["accuracy"])
+            runs[e["key"]] = RunResult(**d)
+    return runs
 
 
 def _fmt(e: dict[str, Any] | None, digits: int = 3) -> str:
@@ -135,14 +192,15 @@ def _parser() -> argparse.ArgumentParser:
         "--scenario",
         nargs="+",
         default=["base"],
-        help=f"scenario name(s) or 'all' ({', '.join(SCENARIOS)}; extra: {', '.join(EXTRA_SCENARIOS)})",
+        help=f"scenario name(s), 'all' ({', '.join(SCENARIOS)}) or 'priors' ({', '.join(PRIOR_SCENARIOS)}; "
+        f"docs/priors.md); extra: {', '.join(EXTRA_SCENARIOS)}",
     )
     p.add_argument(
         "--samplers",
         nargs="+",
         default=None,
         help=f"sampler names, space or comma separated (default: all of {', '.join(DEFAULT_SAMPLERS)}); "
-        f"'{BASELINE}' is always added",
+        f"'{BASELINE}' is always added; also {', '.join(PRIOR_SAMPLERS)} (docs/priors.md)",
     )
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 5; 2 with --quick)")
     p.add_argument("--json", metavar="PATH", help="write the JSON report here")
@@ -175,6 +233,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar=("GEN", "VAL"),
         help="sensitivity: rollout-equivalents per augmentation candidate (default 1 1)",
     )
+    p.add_argument(
+        "--cache",
+        metavar="PATH",
+        help="JSON-lines file of finished runs: appended to as runs finish; runs already there are not "
+        "run again (resume an interrupted study)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress or table on stdout/stderr")
     return p
 
@@ -183,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     names = [n for a in args.scenario for n in a.split(",") if n]
     try:
-        scenarios = list(SCENARIOS.values()) if "all" in names else [get_scenario(n) for n in names]
+        scenarios = []
+        for n in names:
+            table = {"all": SCENARIOS, "priors": PRIOR_SCENARIOS}.get(n)
+            scenarios += list(table.values()) if table else [get_scenario(n)]
         sampler_names = (
             DEFAULT_SAMPLERS if args.samplers is None else [n for a in args.samplers for n in a.split(",") if n]
         )
@@ -216,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             file=log,
             flush=True,
         )
-    report, runs = run_suite(scenarios, samplers, seeds, workers=workers, log=log)
+    report, runs = run_suite(scenarios, samplers, seeds, workers=workers, log=log, cache=args.cache)
     report["command"] = "heapa simulate " + " ".join(sys.argv[1:] if argv is None else argv)
     report["quick"] = bool(args.quick)
     report["overrides"] = {**overrides, **({"noise_scale_factor": args.noise_scale} if args.noise_scale else {})}

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -97,6 +98,17 @@ class Scenario:
     #: pool capacity of augmenting samplers, in multiples of n_prompts; None:
     #: large enough never to bind (as the paper's 1M cap), so nothing is evicted
     aug_capacity: float | None = None
+    # groups and priors (docs/priors.md)
+    #: the trainer passes each prompt's mixture component of ``difficulty`` as its group key
+    #: (``Pool.add(group=...)``): source dataset, level or topic
+    observable_groups: bool = False
+    #: an external difficulty predictor: the prompt's predicted pass rate, ``sigmoid(m + prior_sign *
+    #: (theta0 - b - m) + N(0, prior_noise))`` with ``m`` the mean logit of the task distribution
+    #: (``prior_sign=-1``: anti-correlated, mirrored about the mean); None: no priors
+    prior_noise: float | None = None
+    prior_sign: float = 1.0
+    #: the confidence (pseudo-rollouts) the trainer passes with every prior
+    prior_confidence: float = 4.0
 
     @property
     def noise(self) -> float:
@@ -122,11 +134,35 @@ class Scenario:
 
     def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` difficulties from the scenario's mixture."""
+        return self.draw_components(rng, n)[0]
+
+    def draw_components(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` difficulties from the scenario's mixture and the mixture component of each (the
+        prompt's group where ``observable_groups``); the same random draws as :meth:`draw`."""
         w = np.array([c[0] for c in self.difficulty], dtype=float)
         comp = rng.choice(len(w), size=n, p=w / w.sum())
         mu = np.array([c[1] for c in self.difficulty])[comp]
         sd = np.array([c[2] for c in self.difficulty])[comp]
-        return mu + sd * rng.standard_normal(n)
+        return mu + sd * rng.standard_normal(n), comp
+
+    @property
+    def has_priors(self) -> bool:
+        return self.prior_noise is not None
+
+    def mean_logit(self) -> float:
+        """Mean of ``theta0 - b`` over the task distribution."""
+        w = np.array([c[0] for c in self.difficulty], dtype=float)
+        mu = np.array([c[1] for c in self.difficulty])
+        return float(self.theta0 - (w * mu).sum() / w.sum())
+
+    def priors(self, rng: np.random.Generator, b: np.ndarray) -> np.ndarray:
+        """The external predictor's pass-rate prediction for prompts of difficulty ``b`` (for the
+        initial policy ``theta0``; see ``prior_noise``)."""
+        if self.prior_noise is None:
+            raise ValueError(f"scenario {self.name!r} has no priors")
+        m = self.mean_logit()
+        logit = m + self.prior_sign * (self.theta0 - b - m) + self.prior_noise * rng.standard_normal(b.shape[0])
+        return np.asarray(sigmoid(logit), dtype=float)
 
     def initial_accuracy(self) -> float:
         """Held-out accuracy at ``theta0`` over the distribution (fixed large sample)."""
@@ -225,12 +261,143 @@ EXTRA_SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def grouped(n_groups: int, mean: float, between_sd: float, within_sd: float) -> tuple[tuple[float, float, float], ...]:
+    """A difficulty mixture of ``n_groups`` equally likely groups whose means are evenly spaced
+    normal quantiles around ``mean``, rescaled so their spread is exactly ``between_sd``, each with
+    spread ``within_sd`` inside (marginal sd ``sqrt(between_sd**2 + within_sd**2)``)."""
+    z = np.array([NormalDist().inv_cdf((g + 0.5) / n_groups) for g in range(n_groups)])
+    z = z / z.std() if between_sd > 0 else np.zeros(n_groups)
+    return tuple((1.0 / n_groups, round(mean + between_sd * float(zg), 6), within_sd) for zg in z)
+
+
+#: The pool of the issue's large-pool regime: ``base``'s task, learner and budget (204,800 rollouts =
+#: 25,600 prompt draws) with 100x the prompts, so a run draws 0.13 of the pool (0.38 at the 3x cap).
+_LARGE = replace(_BASE, name="large", n_prompts=200_000)
+#: 20 groups, between-group sd 1.2 and within-group sd 0.9 logits: the same mean and sd (1, 1.5) as
+#: ``base``; the group explains 64% of the variance of difficulty.
+_GROUPS20 = grouped(20, 1.0, 1.2, 0.9)
+
+#: Scenarios of docs/priors.md: pools larger than a run draws, with groups and priors.
+PRIOR_SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        replace(
+            _LARGE,
+            description="base with 200,000 prompts (0.13 passes in the budget); no groups, no priors",
+        ),
+        replace(
+            _LARGE,
+            name="large_groups",
+            description="200,000 prompts in 20 observable groups: group means 1 +- 1.2 sd, "
+            "sd 0.9 inside each (same marginal mean and sd as base)",
+            difficulty=_GROUPS20,
+            observable_groups=True,
+        ),
+        replace(
+            _LARGE,
+            name="large_groups_1m",
+            description="large_groups with 1,000,000 prompts (0.026 passes in the budget)",
+            n_prompts=1_000_000,
+            difficulty=_GROUPS20,
+            observable_groups=True,
+        ),
+        replace(
+            _LARGE,
+            name="large_groups_weak",
+            description="200,000 prompts in 20 groups that explain 25% of the variance "
+            "(group means sd 0.75, sd 1.3 inside each)",
+            difficulty=grouped(20, 1.0, 0.75, 1.299),
+            observable_groups=True,
+        ),
+        replace(
+            _LARGE,
+            name="large_groups_flat",
+            description="CONTROL: 200,000 prompts in 20 observable groups with the same "
+            "distribution N(1, 1.5) each (the group says nothing)",
+            difficulty=grouped(20, 1.0, 0.0, 1.5),
+            observable_groups=True,
+        ),
+        replace(
+            _LARGE,
+            name="large_prior_noisy",
+            description="CONTROL: 200,000 prompts, no groups; a predictor's pass rate for the "
+            "initial policy with logit noise sd 1.5 (corr. 0.71 with the truth), confidence 4",
+            prior_noise=1.5,
+        ),
+        replace(
+            _LARGE,
+            name="large_prior_wrong",
+            description="CONTROL: 200,000 prompts, no groups; priors anti-correlated with the "
+            "truth (logit mirrored about the mean, noise sd 0.5), confidence 4",
+            prior_noise=0.5,
+            prior_sign=-1.0,
+        ),
+        replace(
+            _LARGE,
+            name="large_groups_prior_noisy",
+            description="large_groups + the noisy priors of large_prior_noisy",
+            difficulty=_GROUPS20,
+            observable_groups=True,
+            prior_noise=1.5,
+        ),
+        replace(
+            _LARGE,
+            name="large_groups_prior_wrong",
+            description="large_groups + the anti-correlated priors of large_prior_wrong",
+            difficulty=_GROUPS20,
+            observable_groups=True,
+            prior_noise=0.5,
+            prior_sign=-1.0,
+        ),
+    )
+}
+
+#: Small versions for tests and smoke runs: pools larger than one pass, seconds per run.
+_TINY_LARGE = replace(
+    _BASE,
+    name="tiny_large",
+    n_prompts=4000,
+    batch=16,
+    budget_steps=60,
+    lr=0.08,
+    n_eval=500,
+)
+EXTRA_SCENARIOS.update(
+    {
+        s.name: s
+        for s in (
+            replace(
+                _TINY_LARGE,
+                name="tiny_groups",
+                description="smoke test: 4000 prompts in 20 groups / 16, 60 steps",
+                difficulty=_GROUPS20,
+                observable_groups=True,
+            ),
+            replace(
+                _TINY_LARGE,
+                name="tiny_groups_prior",
+                description="smoke test: tiny_groups + noisy priors",
+                difficulty=_GROUPS20,
+                observable_groups=True,
+                prior_noise=1.5,
+            ),
+            replace(
+                _TINY_LARGE,
+                name="tiny_prior_wrong",
+                description="smoke test: 4000 prompts, anti-correlated priors",
+                prior_noise=0.5,
+                prior_sign=-1.0,
+            ),
+        )
+    }
+)
+
+
 def get_scenario(name: str) -> Scenario:
-    if name in SCENARIOS:
-        return SCENARIOS[name]
-    if name in EXTRA_SCENARIOS:
-        return EXTRA_SCENARIOS[name]
-    known = ", ".join([*SCENARIOS, *EXTRA_SCENARIOS])
+    for table in (SCENARIOS, PRIOR_SCENARIOS, EXTRA_SCENARIOS):
+        if name in table:
+            return table[name]
+    known = ", ".join([*SCENARIOS, *PRIOR_SCENARIOS, *EXTRA_SCENARIOS])
     raise KeyError(f"unknown scenario {name!r} (known: {known})")
 
 

@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
     held-out set) depends only on (scenario, seed), so runs of different
     samplers with the same seed are paired; everything is seeded."""
     task_rng = np.random.default_rng([seed, _h(sc.name)])
-    roots_b = sc.draw(task_rng, sc.n_prompts)
+    roots_b, roots_g = sc.draw_components(task_rng, sc.n_prompts)
     eval_b = sc.draw(task_rng, sc.n_eval)
     rng = np.random.default_rng([seed, _h(sc.name), _h(sp.name)])
 
@@ -150,7 +151,8 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
     # One learner row per prompt ever added (evicted prompts keep theirs, unused).
     row_of = Rows()
     L = Learner(sc, sc.n_prompts, eval_b)
-    L.b[row_of.add(pool.add(["q"] * sc.n_prompts))] = roots_b
+    L.b[row_of.add(pool.add(["q"] * sc.n_prompts, **add_kwargs(sc, sp, seed, roots_b, roots_g)))] = roots_b
+    oracle_groups = GroupOracle(sc, roots_b, roots_g) if sp.group_oracle else None
 
     B, G = sc.batch, sc.group
     horizon, cap, target = sc.budget * sc.horizon_factor, sc.budget * sc.cap_factor, sc.target
@@ -164,6 +166,17 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
         parts = []
         n_kept = 0
         for _ in range(sp.max_gen_batches if sp.dapo_filter else 1):
+            if oracle_groups is not None:
+                rows = oracle_groups.pick(L.theta, B)
+                n = rows.shape[0]
+                s = L.strength(rows, t)
+                k = rng.binomial(G, L.pass_prob(rows, s))
+                rollouts += n * G
+                groups += n
+                inf = (k > 0) & (k < G)
+                informative_groups += int(inf.sum())
+                parts.append((rows.astype(np.uint64), rows, s, k, inf))  # (the oracle reports nothing)
+                break
             if sp.oracle:
                 ids = pool.sample(len(pool))
                 rows = row_of[ids]
@@ -243,6 +256,64 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
         pool_size=len(pool),
         fingerprint=pool.fingerprint(),
     )
+
+
+#: Width of a prior bin (the engine's prior bands: 20 over [0, 1]).
+PRIOR_BINS = 20
+
+
+def add_kwargs(sc: Scenario, sp: Sampler, seed: int, b: np.ndarray, comp: np.ndarray) -> dict[str, Any]:
+    """What the simulated trainer passes to ``Pool.add`` with the training prompts: the scenario's
+    group keys (where they are observable) and priors with their confidence (where the scenario has a
+    predictor), as the sampler asks (see :class:`Sampler`). Nothing for scenarios without either."""
+    kw: dict[str, Any] = {}
+    prior = None
+    if sp.priors == "scenario" and sc.has_priors:
+        # The predictor's noise has its own stream: the task and every other draw stay as they are.
+        prior = sc.priors(np.random.default_rng([seed, _h(sc.name), _h("prior")]), b)
+        kw["prior"], kw["confidence"] = prior, np.full(b.shape[0], sc.prior_confidence)
+    elif sp.priors == "group_truth" and sc.observable_groups:
+        p0 = sigmoid(sc.theta0 - b)
+        mean = np.bincount(comp, weights=p0) / np.maximum(np.bincount(comp), 1)
+        kw["prior"], kw["confidence"] = mean[comp], np.full(b.shape[0], 1e6)
+    keys = comp.astype(np.int64) if sc.observable_groups and sp.group_keys != "none" else None
+    if sp.group_keys == "scenario+prior_bin" and prior is not None:
+        band = np.minimum((prior * PRIOR_BINS).astype(np.int64), PRIOR_BINS - 1)
+        keys = (0 if keys is None else keys + 1) * (PRIOR_BINS + 1) + band
+    if keys is not None:
+        kw["group"] = keys
+    return kw
+
+
+class GroupOracle:
+    """The group oracle's choice (see ``Sampler.group_oracle``): the true mean pass rate of every
+    group for the current ability, never-drawn members of the group nearest 0.5 first."""
+
+    def __init__(self, sc: Scenario, b: np.ndarray, comp: np.ndarray, target: float = 0.5) -> None:
+        self.b = b
+        self.comp = comp if sc.observable_groups else np.zeros_like(comp)
+        self.count = np.bincount(self.comp)
+        order = np.argsort(self.comp, kind="stable")  # each group's rows in order of addition
+        self.members = np.split(order, np.cumsum(self.count)[:-1])
+        self.next = np.zeros(len(self.members), dtype=np.int64)
+        self.target = target
+
+    def pick(self, theta: float, k: int) -> np.ndarray:
+        mean = np.bincount(self.comp, weights=sigmoid(theta - self.b), minlength=len(self.count))
+        gap = np.abs(mean / np.maximum(self.count, 1) - self.target)
+        out: list[np.ndarray] = []
+        need = k
+        for g in np.argsort(gap, kind="stable"):
+            if need == 0:
+                break
+            got = self.members[g][self.next[g] : self.next[g] + need]
+            self.next[g] += got.shape[0]
+            need -= got.shape[0]
+            out.append(got)
+        if need:  # every member drawn once: a new pass
+            self.next[:] = 0
+            out.append(self.pick(theta, need))
+        return np.concatenate(out).astype(np.int64)
 
 
 def _run_job(job: tuple[Scenario, Sampler, int]) -> RunResult:

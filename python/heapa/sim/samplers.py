@@ -30,6 +30,20 @@ class Sampler:
     #: diagnostic, not a real sampler: draw every live prompt, keep the
     #: ``batch`` whose *true* pass rate is nearest 0.5, release the rest
     oracle: bool = False
+    #: group keys passed to ``Pool.add(group=...)`` where the scenario has groups or priors:
+    #: "scenario" (the scenario's groups, if observable), "scenario+prior_bin" (each (group, prior
+    #: bin of width 0.05) is a group of its own, so the pool measures how each bin of the
+    #: predictor really does) or "none"
+    group_keys: Literal["scenario", "scenario+prior_bin", "none"] = "scenario"
+    #: priors passed to ``Pool.add(prior=, confidence=)``: "scenario" (the scenario's predictor,
+    #: if it has one), "group_truth" (ORACLE: every prompt's prior is its group's true mean pass
+    #: rate for the initial policy, confidence 1e6) or "none"
+    priors: Literal["scenario", "group_truth", "none"] = "scenario"
+    #: diagnostic, not a real sampler: each step the batch comes from the groups whose *true* mean
+    #: pass rate (over their members, for the current policy) is nearest 0.5, never-drawn members
+    #: first, in order of addition; prompts are chosen outside the pool (nothing is sampled from or
+    #: reported to it)
+    group_oracle: bool = False
 
 
 _PAPER = dict(PRESETS["paper"])
@@ -98,6 +112,61 @@ SAMPLERS: dict[str, Sampler] = {
     )
 }
 
+_FRONTIER_PRIOR = {**PRESETS["frontier"], "cold": "prior"}
+
+#: Samplers of docs/priors.md (``heapa simulate --samplers NAME``; not in the default set, so the
+#: study of docs/efficiency.md is unchanged).
+PRIOR_SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler(
+            "heapa_frontier_prior",
+            "PoolConfig.frontier(cold='prior'): heapa_frontier_revisit whose never-scored prompts wait in "
+            "per-(group, prior band) queues ranked by estimate (explore 0.1, prior_strength 4); the "
+            "scenario's groups and priors passed to Pool.add",
+            dict(_FRONTIER_PRIOR),
+        ),
+        Sampler(
+            "heapa_frontier_prior_hl",
+            "heapa_frontier_prior with prior_half_life=25 steps (group evidence ages)",
+            {**_FRONTIER_PRIOR, "prior_half_life": 25.0},
+        ),
+        Sampler(
+            "heapa_frontier_prior_x20",
+            "heapa_frontier_prior with explore=0.2",
+            {**_FRONTIER_PRIOR, "explore": 0.2},
+        ),
+        Sampler(
+            "heapa_frontier_prior_binned",
+            "heapa_frontier_prior whose group keys are (group, prior bin): the pool measures each bin of "
+            "the predictor, so a prior is corrected by what its bin really does",
+            dict(_FRONTIER_PRIOR),
+            group_keys="scenario+prior_bin",
+        ),
+        Sampler(
+            "heapa_frontier_prior_nogroups",
+            "heapa_frontier_prior given neither groups nor priors (one FIFO cold queue)",
+            dict(_FRONTIER_PRIOR),
+            group_keys="none",
+            priors="none",
+        ),
+        Sampler(
+            "group_oracle",
+            "DIAGNOSTIC ceiling for groups: each step the prompts (never-drawn first) of the groups whose "
+            "TRUE mean pass rate for the current policy is nearest 0.5; chosen outside the pool",
+            dict(_FRONTIER_PRIOR),
+            group_oracle=True,
+        ),
+        Sampler(
+            "group_oracle_static",
+            "ORACLE through the engine: heapa_frontier_prior (explore 0) with every prompt's prior set to its "
+            "group's TRUE mean pass rate for the initial policy, confidence 1e6 (stale as the policy learns)",
+            {**_FRONTIER_PRIOR, "explore": 0.0},
+            priors="group_truth",
+        ),
+    )
+}
+
 #: The configuration heapa recommends to users (see docs/efficiency.md for why).
 RECOMMENDED = "heapa_frontier_revisit"
 
@@ -105,7 +174,7 @@ DEFAULT_SAMPLERS = tuple(SAMPLERS)
 
 
 def get_sampler(name: str) -> Sampler:
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise KeyError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})") from None
+    for table in (SAMPLERS, PRIOR_SAMPLERS):
+        if name in table:
+            return table[name]
+    raise KeyError(f"unknown sampler {name!r} (known: {', '.join([*SAMPLERS, *PRIOR_SAMPLERS])})")
