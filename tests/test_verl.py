@@ -21,6 +21,7 @@ VERL_PY = ROOT / ".venv-verl" / "bin" / "python"
 
 try:
     import verl  # noqa: F401
+    from verl.experimental.dataset.sampler import AbstractCurriculumSampler  # gone in verl >= 0.8
 
     HAVE_VERL = True
 except ImportError:

@@ -10,17 +10,29 @@ paste is in docs/verl.md::
     data.custom_cls.path=pkg://heapa.verl.sampler data.custom_cls.name=HeaPADataset
     data.dataloader_num_workers=0
 
-Nothing here is imported by ``import heapa`` or ``import heapa.verl``; ``heapa.verl.sampler`` imports verl.
+verl >= 0.8 (the v1 trainer): :mod:`heapa.verl.v1`, a dataset that draws its rows from the pool
+(``data.custom_cls``: :class:`heapa.verl.v1.HeaPAPoolDataset`) and a replay buffer that reports every
+finished group, DAPO-filtered ones included (``trainer.v1.sampler.custom_sampler``:
+:class:`heapa.verl.v1.HeaPAReplayBuffer`).
+
+Nothing here is imported by ``import heapa`` or ``import heapa.verl``; ``heapa.verl.sampler`` and
+``heapa.verl.v1`` import verl.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HeaPADataset", "HeaPASampler"]
+__all__ = ["HeaPADataset", "HeaPAPoolDataset", "HeaPAReplayBuffer", "HeaPASampler"]
+
+_V1 = ("HeaPAPoolDataset", "HeaPAReplayBuffer")
 
 
 def __getattr__(name: str) -> Any:
+    if name in _V1:
+        from . import v1
+
+        return getattr(v1, name)
     if name in __all__:
         from . import sampler
 
