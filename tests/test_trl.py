@@ -117,6 +117,33 @@ def test_trains_and_logs_pool_metrics(tmp_path):
     assert set(trainer.train_dataset["prompt"]) == {""}
 
 
+def test_group_and_prior_columns_rank_cold_prompts(tmp_path):
+    """``group_column`` / ``prior_column`` reach ``Pool.add``: groups gain evidence from the rounds,
+    and with ``cold="prior"`` the prompt whose prior is at the target is drawn first."""
+    ds = arithmetic_dataset(24)
+    ds = ds.add_column("family", [i % 3 for i in range(24)])
+    ds = ds.add_column("predicted", [0.5 if i == 17 else 0.95 for i in range(24)])
+    trainer = make_trainer(
+        tmp_path,
+        dataset=ds,
+        group_column="family",
+        prior_column="predicted",
+        prior_confidence=2.0,
+        pool_config=PoolConfig(cold="prior", explore=0.0, boundary="absolute", target=0.5, seed=1),
+        config={"max_steps": 2},
+    )
+    pool = trainer.heapa_pool
+    ids = pool.ids("cold")
+    family = {int(i): m["family"] for i, m in zip(ids.tolist(), pool.metadata(ids), strict=True)}
+    first = pool.sample(1)
+    assert pool.metadata(first)[0]["predicted"] == 0.5
+    pool.release(first)
+    trainer.train()
+    seen = pool.groups()
+    assert set(seen) <= {0, 1, 2} and sum(g["observations"] for g in seen.values()) == 2 * 2
+    assert set(family.values()) == {0, 1, 2}
+
+
 @pytest.mark.parametrize(("steps_per_generation", "num_iterations"), [(1, 1), (2, 1), (2, 2)])
 def test_group_layout_and_reward_kwargs(tmp_path, steps_per_generation, num_iterations):
     calls = []

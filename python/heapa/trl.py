@@ -176,6 +176,10 @@ class HeaPAMixin:
     prompt_column / answer_column: dataset columns of the prompt and the reference answer
         (``answer_column=None`` if there is none). Other columns travel as metadata and reach the
         reward functions under their own names, plus ``heapa_id``.
+    group_column / prior_column: optional dataset columns giving each prompt's group (int or str: source,
+        level, topic…) and a predicted pass rate (reward scale; None/NaN = none), with ``prior_confidence``
+        pseudo-rollouts behind each prior. They rank never-scored prompts when
+        ``pool_config.cold == "prior"`` (see ``Pool.add``); the columns also travel as metadata.
     verifier: name or index of the reward function whose output measures success (its group mean is
         the prompt's score). ``None`` uses the ``reward_weights``-weighted total, as TRL does.
     pass_threshold: a completion passes when the signal is above it (default: the middle of
@@ -193,6 +197,9 @@ class HeaPAMixin:
         augmentation: AugmentationConfig | None = None,
         prompt_column: str = "prompt",
         answer_column: str | None = "answer",
+        group_column: str | None = None,
+        prior_column: str | None = None,
+        prior_confidence: float = 0.0,
         verifier: str | int | None = None,
         pass_threshold: float | None = None,
         round_fingerprints: bool = False,
@@ -208,7 +215,7 @@ class HeaPAMixin:
         targs = bound.arguments.get("args")
         dataset = bound.arguments.get("train_dataset")
         _check_args(targs)
-        _check_dataset(dataset, prompt_column, answer_column)
+        _check_dataset(dataset, prompt_column, answer_column, group_column, prior_column)
         if targs.save_total_limit == 1:
             logger.warning(
                 "heapa.trl: with save_total_limit=1, transformers deletes the previous checkpoint before heapa's "
@@ -231,6 +238,9 @@ class HeaPAMixin:
         self._heapa_fingerprints = round_fingerprints
         self._heapa_prompt_column = prompt_column
         self._heapa_answer_column = answer_column
+        self._heapa_group_column = group_column
+        self._heapa_prior_column = prior_column
+        self._heapa_prior_confidence = float(prior_confidence)
         self._heapa_meta_columns = [c for c in dataset.column_names if c not in (prompt_column, answer_column)]
         self._heapa_chat = isinstance(dataset[0][prompt_column], list)
         self._heapa_verifier = self._resolve_verifier(verifier)
@@ -277,7 +287,14 @@ class HeaPAMixin:
             if self._heapa_meta_columns:
                 values = zip(*(chunk[c] for c in self._heapa_meta_columns), strict=True)
                 metadata = [dict(zip(self._heapa_meta_columns, v, strict=True)) for v in values]
-            self.heapa_pool.add(prompts, answers=answers, metadata=metadata)
+            group = chunk[self._heapa_group_column] if self._heapa_group_column is not None else None
+            prior = confidence = None
+            if self._heapa_prior_column is not None:
+                prior = np.array([np.nan if p is None else p for p in chunk[self._heapa_prior_column]], dtype=float)
+                confidence = np.where(np.isnan(prior), np.nan, self._heapa_prior_confidence)
+            self.heapa_pool.add(
+                prompts, answers=answers, metadata=metadata, group=group, prior=prior, confidence=confidence
+            )
         if converted:
             logger.warning("heapa.trl: non-string answers were converted with str(); reward functions receive text.")
 
@@ -612,7 +629,9 @@ def _check_args(args) -> None:
         )
 
 
-def _check_dataset(dataset, prompt_column: str, answer_column: str | None) -> None:
+def _check_dataset(
+    dataset, prompt_column: str, answer_column: str | None, group_column: str | None, prior_column: str | None
+) -> None:
     if not isinstance(dataset, Dataset):
         kind = "None" if dataset is None else type(dataset).__name__
         raise TypeError(
@@ -620,7 +639,13 @@ def _check_dataset(dataset, prompt_column: str, answer_column: str | None) -> No
             "Streaming (IterableDataset) seeding is not supported yet."
         )
     columns = dataset.column_names
-    for role, col in (("prompt_column", prompt_column), ("answer_column", answer_column)):
+    roles = (
+        ("prompt_column", prompt_column),
+        ("answer_column", answer_column),
+        ("group_column", group_column),
+        ("prior_column", prior_column),
+    )
+    for role, col in roles:
         if col is not None and col not in columns:
             hint = " (pass answer_column=None if there is no reference answer)" if role == "answer_column" else ""
             raise ValueError(f"heapa.trl: train_dataset has no column {col!r} ({role}); columns: {columns}{hint}.")

@@ -219,6 +219,32 @@ OPS: tuple[Op, ...] = (
         crashes={"reference_design": "recursive DFS overflows, like the reference"},
         diagnostic=True,
     ),
+    Op(
+        "sample_prior_512",
+        sc.scenario_sample_prior,
+        f'`sample(512)` from N never-scored prompts in {sc.GROUPS:,} groups, `cold="prior"` (reported untimed)',
+        items=sc.BATCH,
+        unit="prompts",
+        budget=Budget("p99_us", "<=", 1_000.0),
+        impls=(SUBJECT,),
+    ),
+    Op(
+        "report_prior_512",
+        sc.scenario_report_prior,
+        "`report` 512 prompts drawn from that pool (their groups' evidence included)",
+        items=sc.BATCH,
+        unit="updates",
+        budget=Budget("ops_per_s", ">=", 2_000_000.0),
+        impls=(SUBJECT,),
+    ),
+    Op(
+        "step_prior",
+        sc.scenario_step_prior,
+        f'sample 512 + report 512 in that pool ({sc.GROUPS:,} groups, `cold="prior"`)',
+        unit="steps",
+        budget=Budget("p50_us", "<=", 2_000.0),
+        impls=(SUBJECT,),
+    ),
 )
 
 #: the engine's own memory accounting per prompt, on the subject at DEFAULT_SIZE

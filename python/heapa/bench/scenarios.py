@@ -135,6 +135,8 @@ class Context:
         }
         self._pool = None
         self._pool_cfg: dict | None = None
+        #: the grouped cold pool of the ``*_prior`` scenarios
+        self.prior_pool = None
         self.memory: dict = {}
 
     def rng(self, op: str, rep: int) -> np.random.Generator:
@@ -298,6 +300,58 @@ def scenario_step(ctx: Context) -> Runner:
         return pool.drain_inbox()
 
     return Runner(call, before)
+
+
+#: groups in the ``*_prior`` scenarios (issue 14's setting: 1,000 groups at 1M prompts)
+GROUPS = 1_000
+
+
+def _prior_pool(ctx: Context):
+    """N never-scored prompts in ``GROUPS`` groups, ranked by group estimate (``cold="prior"``),
+    with the frontier preset's other settings; built once per context."""
+    pool = getattr(ctx, "prior_pool", None)
+    if pool is None:
+        ctx.drop_pool()
+        cfg = {**ctx.base_cfg, "boundary": "absolute", "reinsert": "immediate", "cold": "prior"}
+        pool = ctx.impl.new_pool(cfg)
+        pool.add(ctx.prompts, group=np.arange(ctx.size) % GROUPS)
+        ctx.prior_pool = pool
+    return pool
+
+
+def scenario_sample_prior(ctx: Context) -> Runner:
+    """``sample(512)`` of cold prompts ranked over 1,000 groups; the draw is reported untimed, so
+    group estimates keep changing as in training."""
+    pool = _prior_pool(ctx)
+    reps = _counter(ctx, "sample_prior_512")
+    return Runner(
+        lambda _: pool.sample(BATCH),
+        after=lambda _, ids: pool.report(ids, _rewards(next(reps)[1], ids.shape[0])),
+    )
+
+
+def scenario_report_prior(ctx: Context) -> Runner:
+    """``report`` 512 prompts drawn from the grouped cold pool (updates their groups' evidence)."""
+    pool = _prior_pool(ctx)
+    reps = _counter(ctx, "report_prior_512")
+
+    def before():
+        ids = pool.sample(BATCH)
+        return ids, _rewards(next(reps)[1], ids.shape[0])
+
+    return Runner(lambda arg: pool.report(*arg), before)
+
+
+def scenario_step_prior(ctx: Context) -> Runner:
+    """One step's pool traffic in the grouped cold pool: sample 512, report them."""
+    pool = _prior_pool(ctx)
+    reps = _counter(ctx, "step_prior")
+
+    def call(rewards):
+        ids = pool.sample(BATCH)
+        pool.report(ids, rewards[: ids.shape[0]])
+
+    return Runner(call, lambda: _rewards(next(reps)[1], BATCH))
 
 
 def scenario_drain(ctx: Context) -> Runner:

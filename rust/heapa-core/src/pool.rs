@@ -501,6 +501,7 @@ impl Pool {
             let sl = &mut self.slots;
             sl.set_score(slot, store_score(value));
             sl.set_flags(slot, HAS_SCORE);
+            sl.set_confidence(slot, 0.0); // a prior is spent by its first measurement
             sl.set_visits(slot, sl.visits[s].saturating_add(1));
             if let Some(r) = n_rollouts {
                 sl.set_rollouts(slot, sl.rollouts[s].saturating_add(r[i]));

@@ -658,3 +658,76 @@ fn weighted_sampling_through_compactions_matches_a_restored_pool() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// `cold = "prior"`: through random adds (with groups, priors, children),
+    /// draws, reports and releases, every invariant holds, and a pool rebuilt
+    /// from its snapshot has the same fingerprint and draws the same prompts.
+    #[test]
+    fn prior_ranked_cold_queues_survive_snapshots(
+        ops in prop::collection::vec((0u8..4, 0u8..=255, 0u8..=255), 1..50),
+        explore in prop::sample::select(vec![0.0, 0.3, 1.0]),
+        half_life in prop::sample::select(vec![0.0, 3.0]),
+    ) {
+        let mut pool = Pool::new(Config {
+            capacity: 48,
+            cold: heapa_core::Cold::Prior,
+            explore,
+            prior_half_life: half_life,
+            seed: 5,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut flying: Vec<u64> = Vec::new();
+        for (step, &(op, a, b)) in ops.iter().enumerate() {
+            match op {
+                0 => {
+                    let items = (0..(a % 6) as usize)
+                        .map(|i| NewPrompt {
+                            payload: encode("q", None, None),
+                            group: (b % 3 != 0).then(|| format!("g{}", (a as usize + i) % 5)),
+                            prior: (b % 2 == 0).then(|| f64::from(a.wrapping_mul(i as u8 + 1)) / 255.0),
+                            confidence: (b % 4 == 0).then(|| f64::from(b % 9)),
+                            reward: (b % 7 == 1).then(|| f64::from(a) / 255.0),
+                            parent: None,
+                            difficulty: None,
+                        })
+                        .map(|mut it| {
+                            if it.reward.is_some() {
+                                it.prior = None;
+                                it.confidence = None;
+                            }
+                            if it.prior.is_none() {
+                                it.confidence = None;
+                            }
+                            it
+                        })
+                        .collect();
+                    let _ = pool.add(items);
+                }
+                1 => flying.extend(pool.sample((a % 9) as usize)),
+                2 if !flying.is_empty() => {
+                    let k = (a as usize % flying.len()) + 1;
+                    let ids: Vec<u64> = flying.drain(..k).collect();
+                    let rewards: Vec<f64> = ids.iter().map(|&i| ((i * 7 + u64::from(b)) % 9) as f64 / 8.0).collect();
+                    let n: Vec<u32> = ids.iter().map(|_| 8).collect();
+                    pool.report(&ids, &rewards, Some(&n), None, Some(step as u64)).unwrap();
+                }
+                _ if !flying.is_empty() => {
+                    let k = (a as usize % flying.len()) + 1;
+                    let ids: Vec<u64> = flying.drain(..k).collect();
+                    pool.release(&ids).unwrap();
+                }
+                _ => {}
+            }
+            pool.check_invariants();
+        }
+        let mut restored = Pool::from_bytes(&pool.to_bytes()).unwrap();
+        restored.check_invariants();
+        prop_assert_eq!(restored.fingerprint(), pool.fingerprint());
+        prop_assert_eq!(restored.ids_in(State::Cold), pool.ids_in(State::Cold));
+        prop_assert_eq!(restored.sample(10), pool.sample(10));
+        prop_assert_eq!(restored.fingerprint(), pool.fingerprint());
+    }
+}
