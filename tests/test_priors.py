@@ -218,3 +218,20 @@ def test_prior_config_fields_are_validated():
         with pytest.raises(InvalidInputError, match=match):
             PoolConfig(**kw)
     assert heapa.PoolConfig().cold == "fifo"
+
+
+def test_posterior_scores_weigh_rollouts_and_age_old_evidence():
+    pool = Pool(PoolConfig(capacity=10, stat="posterior", prior_half_life=10.0, reinsert="immediate"))
+    (i,) = pool.add(["q"], prior=[0.0], confidence=[4.0]).tolist()
+    for step, (reward, n) in enumerate([(1.0, 4), (0.5, 8)]):
+        assert pool.sample(1).tolist() == [i]
+        pool.report([i], [reward], n_rollouts=[n], step=step * 10)
+    # Step 0: (4 * 0 + 4 * 1) / 8 = 0.5 with 8 rollouts of evidence; step 10: that evidence
+    # counts half (4) against 8 new rollouts: (4 * 0.5 + 8 * 0.5) / 12 = 0.5.
+    assert pool.records([i])["score"][0] == pytest.approx(0.5, abs=1e-6)
+    pool.sample(1)
+    pool.report([i], [1.0], n_rollouts=[12], step=10)
+    # No ageing within a step: (12 * 0.5 + 12 * 1) / 24.
+    assert pool.records([i])["score"][0] == pytest.approx(0.75, abs=1e-6)
+    back = Pool.from_bytes(pool.to_bytes())
+    assert back.fingerprint() == pool.fingerprint()

@@ -54,7 +54,9 @@ class PoolConfig:
     eviction: Literal["hardest", "easiest"] = "hardest"
     #: The scale of reported rewards; internally normalised to [-1, 1].
     reward_range: tuple[float, float] = (0.0, 1.0)
-    stat: Literal["latest", "ema"] = "latest"
+    #: Per-prompt statistic: ``"latest"`` group mean (paper), ``"ema"``, or ``"posterior"``: results weighted by
+    #: their rollouts, earlier evidence (a prior's ``confidence`` included) aged by ``prior_half_life``.
+    stat: Literal["latest", "ema", "posterior"] = "latest"
     ema_alpha: float = 0.3
     reinsert: Literal["on_drain", "immediate"] = "on_drain"
     #: Drop prompts whose score is the maximum when they return to the heaps.

@@ -62,8 +62,11 @@ named_enum!(
     Eviction ("eviction") { Hardest = 0 => ["hardest"], Easiest = 1 => ["easiest"] }
 );
 named_enum!(
-    /// The per-prompt statistic kept from group results.
-    Stat ("stat") { Latest = 0 => ["latest"], Ema = 1 => ["ema"] }
+    /// The per-prompt statistic kept from group results: the latest group
+    /// mean (paper), an exponential moving average, or a posterior mean
+    /// weighting each result by its rollouts and earlier evidence by its
+    /// age (`prior_half_life`), a prior's confidence included.
+    Stat ("stat") { Latest = 0 => ["latest"], Ema = 1 => ["ema"], Posterior = 2 => ["posterior"] }
 );
 named_enum!(
     /// When reported prompts return to the sampling heaps.

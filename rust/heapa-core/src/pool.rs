@@ -477,22 +477,36 @@ impl Pool {
             let flags = self.slots.flags[s];
             let observed = flags & HAS_SCORE != 0 && flags & ESTIMATED == 0;
             let old = f64::from(self.slots.score[s]);
-            // A prior with a confidence counts as that many earlier rollouts
-            // in the first measured score.
-            let prior_weight = f64::from(self.slots.confidence_of(slot));
-            let value = match (self.cfg.stat, n_rollouts) {
-                (Stat::Ema, _) if observed => {
+            let at = step.unwrap_or(self.step).max(self.step);
+            let half_life = self.cfg.prior_half_life;
+            // The evidence behind the current estimate, in rollouts: a prior's
+            // confidence, or (posterior) what earlier reports saw, aged.
+            let last = self.slots.last_step[s];
+            let age = if half_life > 0.0 && last != NO_STEP && observed {
+                (-((at.saturating_sub(u64::from(last))) as f64) / half_life).exp2()
+            } else {
+                1.0
+            };
+            let weight = f64::from(self.slots.confidence_of(slot)) * age;
+            let rollouts = n_rollouts.map_or(1.0, |r| f64::from(r[i]));
+            let posterior = self.cfg.stat == Stat::Posterior;
+            let blends = weight > 0.0
+                && rollouts > 0.0
+                && (flags & HAS_PRIOR != 0 && n_rollouts.is_some() || posterior && observed);
+            let value = match self.cfg.stat {
+                Stat::Ema if observed => {
                     let a = self.cfg.ema_alpha;
                     a * new + (1.0 - a) * old
                 }
-                (_, Some(r)) if flags & HAS_PRIOR != 0 && prior_weight > 0.0 && r[i] > 0 => {
-                    let n = f64::from(r[i]);
-                    (prior_weight * old + n * new) / (prior_weight + n)
-                }
+                _ if blends => (weight * old + rollouts * new) / (weight + rollouts),
                 _ => new,
             };
-            let at = step.unwrap_or(self.step).max(self.step);
-            let (half_life, pass) = (self.cfg.prior_half_life, (new + 1.0) * 0.5);
+            let evidence = if posterior {
+                (if blends { weight } else { 0.0 }) + rollouts
+            } else {
+                0.0
+            };
+            let pass = (new + 1.0) * 0.5;
             let g = self.slots.group_of(slot);
             if let Some(e) = self.groups.evidence.get_mut(g as usize) {
                 e.observe(pass, at, half_life);
@@ -501,7 +515,8 @@ impl Pool {
             let sl = &mut self.slots;
             sl.set_score(slot, store_score(value));
             sl.set_flags(slot, HAS_SCORE);
-            sl.set_confidence(slot, 0.0); // a prior is spent by its first measurement
+            // A prior is spent by its first measurement; a posterior keeps its evidence.
+            sl.set_confidence(slot, evidence as f32);
             sl.set_visits(slot, sl.visits[s].saturating_add(1));
             if let Some(r) = n_rollouts {
                 sl.set_rollouts(slot, sl.rollouts[s].saturating_add(r[i]));

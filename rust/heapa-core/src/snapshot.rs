@@ -994,7 +994,7 @@ fn decode_body(body: &[u8], version: u32) -> Result<Pool> {
         let conf = slots.confidence_of(i as u32);
         let group = slots.group_of(i as u32);
         if (prior && (f & HAS_SCORE != 0 || !matches!(st, State::Cold | State::InFlight)))
-            || (!prior && conf != 0.0)
+            || (!prior && conf != 0.0 && !(f & HAS_SCORE != 0 && pool.cfg.stat == Stat::Posterior))
             || (st == State::Free && (group != NO_GROUP || f != 0))
             || (group != NO_GROUP && group as usize >= pool.groups.names.len())
         {
