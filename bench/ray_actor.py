@@ -11,11 +11,17 @@ and measures, in the same run:
 * ``step_two_calls``: the same traffic as two calls (``report`` then ``sample``), the naive actor;
 * ``step_payload``: ``step(..., payload=True)``, the K prompt texts returned in the same call;
 * ``step_numpy``: ``ray.get(actor.step.remote(...))`` on the raw handle (four numpy arguments, a numpy result);
-* ``in_process``: ``Pool.report`` + ``Pool.sample`` on an identical pool in this process (no Ray).
+* ``in_process``: ``Pool.report`` + ``Pool.sample`` on an identical pool in this process (no Ray);
+* ``in_process_packed``: the same step through the adapter but without Ray (``_pack``, a local
+  ``PoolActor.step_packed``, the ids unpacked): the adapter's own cost is this minus ``in_process``.
+
+Rewards are precomputed (16 batches, cycled), so the timed loops measure pool traffic only. One-client
+results also give the median and 90th percentile of the per-call latency.
 
 each from 1 client (the driver) and from ``--clients`` concurrent clients (Ray actors with 0.25 CPU each, all
 calling the pool actor at once; rate = all their calls / wall time). Prints one JSON object:
-``{"size", "k", "cpus", "results": {NAME: {"clients", "calls", "seconds", "per_s", "mean_us"}}, "ratios",
+``{"size", "k", "cpus", "results": {NAME: {"clients", "calls", "seconds", "per_s", "mean_us"[, "median_us",
+"p90_us"]}}, "ratios",
 "targets", "env"}``. Targets: ``step`` from one client <= 1.5x ``empty`` (mean latency), and ``step`` from 4
 clients >= 500 per second.
 """
@@ -32,13 +38,25 @@ import time
 import heapa
 import numpy as np
 import ray
-from heapa import Pool, PoolConfig
-from heapa.ray import PoolActor, PoolClient
+from heapa import PoolConfig
+from heapa.ray import PoolActor, PoolClient, _ids_from, _pack
 
 
 def _rewards(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     correct = rng.binomial(16, 0.5, size=n)
     return correct / 16.0, np.full(n, 16), correct
+
+
+def _reward_table(seed: int, k: int, m: int = 16) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``m`` precomputed (rewards, n_rollouts, n_correct) batches (int64 counts, as a trainer has them): the
+    timed loops cycle through them, so drawing synthetic rewards is not counted as pool traffic."""
+    rng = np.random.default_rng(seed)
+    return [_rewards(rng, k) for _ in range(m)]
+
+
+def _batch(table: list, j: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r, nr, nc = table[j % len(table)]
+    return (r, nr, nc) if n == len(r) else (r[:n], nr[:n], nc[:n])
 
 
 def _fill(pool_add, size: int, seed: int) -> None:
@@ -49,34 +67,37 @@ def _fill(pool_add, size: int, seed: int) -> None:
         pool_add([f"q{i}" for i in range(start, start + n)], None, rng.binomial(16, 0.5, size=n) / 16.0)
 
 
-def _loop(kind: str, actor, k: int, seconds: float, seed: int) -> tuple[int, float]:
-    """Calls of one kind for about ``seconds``; returns (calls, elapsed)."""
-    rng = np.random.default_rng(seed)
+def _loop(kind: str, actor, k: int, seconds: float, seed: int) -> tuple[int, float, list[float]]:
+    """Calls of one kind for about ``seconds``; returns (calls, elapsed, per-call seconds)."""
+    table = _reward_table(seed, k)
     pool = PoolClient(actor)
     ids = pool.sample(k) if kind != "empty" else None
     calls = 0
-    t0 = time.perf_counter()
+    lat: list[float] = []
+    t0 = now = time.perf_counter()
     deadline = t0 + seconds
     while True:
+        start = now
         if kind == "empty":
             ray.get(actor.ping.remote())
         elif kind == "step":
-            ids = pool.step(ids, *_rewards(rng, len(ids)), k=k)
+            ids = pool.step(ids, *_batch(table, calls, len(ids)), k=k)
         elif kind == "step_payload":
-            ids = pool.step(ids, *_rewards(rng, len(ids)), k=k, payload=True).ids
+            ids = pool.step(ids, *_batch(table, calls, len(ids)), k=k, payload=True).ids
         elif kind == "step_two_calls":
-            pool.report(ids, *_rewards(rng, len(ids)))
+            pool.report(ids, *_batch(table, calls, len(ids)))
             ids = pool.sample(k)
         elif kind == "step_numpy":  # the raw handle: numpy arguments and result, serialised by Ray one by one
-            ids = ray.get(actor.step.remote(ids, *_rewards(rng, len(ids)), k=k))
+            ids = ray.get(actor.step.remote(ids, *_batch(table, calls, len(ids)), k=k))
         calls += 1
         now = time.perf_counter()
+        lat.append(now - start)
         if now >= deadline:
             break
     elapsed = now - t0
     if ids is not None:
         pool.release(ids)
-    return calls, elapsed
+    return calls, elapsed, lat
 
 
 @ray.remote(num_cpus=0.25)
@@ -90,17 +111,22 @@ class Client:
     def run(self, kind: str, k: int, start_at: float, seconds: float, seed: int) -> tuple[int, float]:
         while time.time() < start_at:  # all clients start together
             time.sleep(0.001)
-        return _loop(kind, self.actor, k, seconds, seed)
+        calls, elapsed, _ = _loop(kind, self.actor, k, seconds, seed)
+        return calls, elapsed
 
 
-def _result(clients: int, calls: int, seconds: float) -> dict:
-    return {
+def _result(clients: int, calls: int, seconds: float, lat: list[float] | None = None) -> dict:
+    out = {
         "clients": clients,
         "calls": calls,
         "seconds": round(seconds, 3),
         "per_s": round(calls / seconds, 1),
         "mean_us": round(seconds / calls * 1e6 * clients, 1),  # latency seen by one client
     }
+    if lat:
+        q = np.percentile(np.asarray(lat) * 1e6, [50, 90])
+        out.update(median_us=round(float(q[0]), 1), p90_us=round(float(q[1]), 1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -120,23 +146,37 @@ def main(argv: list[str] | None = None) -> dict:
         _fill(lambda p, a, r: ray.get(actor.add.remote(p, a, r)), args.size, 0)
         assert ray.get(actor.size.remote()) == args.size
 
-        local = Pool(config)
+        local_actor = PoolActor(config)  # a PoolActor object in this process, not an actor
+        local = local_actor._pool
         _fill(local.add, args.size, 0)
-        rng = np.random.default_rng(1)
-        ids = local.sample(args.k)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < args.seconds:
-            local.report(ids, *_rewards(rng, len(ids)))
+        table = _reward_table(1, args.k)
+        results = {}
+        # in_process: Pool.report + Pool.sample, no Ray. in_process_packed: the same step through the adapter
+        # without Ray (PoolClient's packing, PoolActor.step_packed on a local PoolActor, unpacking the ids).
+        for name in ("in_process", "in_process_packed"):
             ids = local.sample(args.k)
-            n += 1
-        results = {"in_process": _result(1, n, time.perf_counter() - t0)}
-        del local
+            n, lat = 0, []
+            t0 = now = time.perf_counter()
+            while now - t0 < args.seconds:
+                start = now
+                batch = _batch(table, n, len(ids))
+                if name == "in_process":
+                    local.report(ids, *batch)
+                    ids = local.sample(args.k)
+                else:
+                    ids = _ids_from(local_actor.step_packed(_pack(ids, *batch, k=args.k)))
+                n += 1
+                now = time.perf_counter()
+                lat.append(now - start)
+            results[name] = _result(1, n, now - t0, lat)
+            local.release(ids)
+        del local, local_actor
 
         kinds = ["empty", "step", "step_two_calls", "step_payload", "step_numpy"]
         for kind in kinds:
             _loop(kind, actor, args.k, min(1.0, args.seconds), 99)  # warm-up
-            calls, el = _loop(kind, actor, args.k, args.seconds, 2)
-            results[kind] = _result(1, calls, el)
+            calls, el, lat = _loop(kind, actor, args.k, args.seconds, 2)
+            results[kind] = _result(1, calls, el, lat)
 
         clients = [Client.remote(actor) for _ in range(args.clients)]
         ray.get([c.ready.remote() for c in clients])
@@ -159,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         "results": results,
         "ratios": {
             "step_over_empty": round(ratio, 3),
+            "step_over_empty_median": round(results["step"]["median_us"] / results["empty"]["median_us"], 3),
             "step_two_calls_over_empty": round(results["step_two_calls"]["mean_us"] / results["empty"]["mean_us"], 3),
             "step_payload_over_step": round(results["step_payload"]["mean_us"] / results["step"]["mean_us"], 3),
         },
@@ -172,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
             "ray": ray.__version__,
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
+            "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
             "machine": platform.machine(),
         },
     }

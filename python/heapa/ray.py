@@ -45,6 +45,7 @@ Design (docs/ray.md has the numbers):
 from __future__ import annotations
 
 import os
+import struct
 import threading
 import uuid
 from typing import Any, NamedTuple
@@ -88,6 +89,19 @@ def _config_dict(config: PoolConfig | dict[str, Any] | None) -> dict[str, Any] |
 # release ids uint64[n_release].
 
 _HEADER = 8
+_HEAD = struct.Struct("<8Q")
+_U32_MAX = 0xFFFFFFFF
+
+
+def _wire_counts(x: Any, name: str) -> np.ndarray:
+    """A count column as uint32 for the wire: numpy integer arrays take a fast path (one min/max check, no
+    temporaries); anything else goes through the checks ``Pool`` applies."""
+    if isinstance(x, np.ndarray) and x.ndim == 1 and x.size and x.dtype.kind in "iu":
+        if x.dtype == np.uint32:
+            return np.ascontiguousarray(x)
+        if x.min() >= 0 and x.max() <= _U32_MAX:
+            return x.astype(np.uint32)
+    return A.counts(x, name)  # lists, other dtypes, and the error message for a bad value
 
 
 def _pack(
@@ -112,55 +126,48 @@ def _pack(
     if ids is not None:
         i = A.ids(ids)
         r = A.floats(rewards, "rewards")
-        nr = None if n_rollouts is None else A.counts(n_rollouts, "n_rollouts")
-        nc = None if n_correct is None else A.counts(n_correct, "n_correct")
+        nr = None if n_rollouts is None else _wire_counts(n_rollouts, "n_rollouts")
+        nc = None if n_correct is None else _wire_counts(n_correct, "n_correct")
         n = len(i)
         for name, col in (("rewards", r), ("n_rollouts", nr), ("n_correct", nc)):
             if col is not None and len(col) != n:
                 raise InvalidInputError(f"{name}: expected length {n} (one per id), got {len(col)}")
         parts = [i, r] + [c for c in (nr, nc) if c is not None]
-    rel = np.empty(0, dtype=np.uint64) if release_ids is None else A.ids(release_ids, "release_ids")
-    head = np.array(
-        [
-            ids is not None,
-            n,
-            nr is not None,
-            nc is not None,
-            kk,
-            st,
-            bool(drain_inbox) | 2 * bool(payload),
-            len(rel),
-        ],
-        dtype=np.uint64,
-    )
-    return b"".join(p.tobytes() for p in [head, *parts, rel])
+    n_rel = 0
+    if release_ids is not None:
+        rel = A.ids(release_ids, "release_ids")
+        n_rel = len(rel)
+        parts.append(rel)
+    flags = bool(drain_inbox) | 2 * bool(payload)
+    head = _HEAD.pack(ids is not None, n, nr is not None, nc is not None, kk, st, flags, n_rel)
+    return b"".join([head, *parts])  # contiguous arrays join through the buffer protocol: one copy
 
 
 def _unpack(buf: bytes) -> dict[str, Any]:
-    """The keyword arguments of :meth:`PoolActor.step` from a packed request."""
+    """The keyword arguments of :meth:`PoolActor.step` from a packed request (exact dtypes, read-only views
+    into ``buf``)."""
     try:
-        head = [int(x) for x in np.frombuffer(buf, dtype=np.uint64, count=_HEADER)]
-        has_report, n, has_nr, has_nc, k, st, flags, n_rel = head
+        has_report, n, has_nr, has_nc, k, st, flags, n_rel = _HEAD.unpack_from(buf)
         at = 8 * _HEADER
-
-        def take(dtype: Any, count: int) -> np.ndarray:
-            nonlocal at
-            a = np.frombuffer(buf, dtype=dtype, count=count, offset=at)
-            at += a.nbytes
-            return a
-
         out: dict[str, Any] = {"report_ids": None, "rewards": None, "n_rollouts": None, "n_correct": None}
         if has_report:
-            out["report_ids"] = take(np.uint64, n)
-            out["rewards"] = take(np.float64, n)
-            out["n_rollouts"] = take(np.uint32, n) if has_nr else None
-            out["n_correct"] = take(np.uint32, n) if has_nc else None
-        rel = take(np.uint64, n_rel)
-    except (ValueError, TypeError) as e:
+            out["report_ids"] = np.frombuffer(buf, np.uint64, n, at)
+            at += 8 * n
+            out["rewards"] = np.frombuffer(buf, np.float64, n, at)
+            at += 8 * n
+            if has_nr:
+                out["n_rollouts"] = np.frombuffer(buf, np.uint32, n, at)
+                at += 4 * n
+            if has_nc:
+                out["n_correct"] = np.frombuffer(buf, np.uint32, n, at)
+                at += 4 * n
+        rel = np.frombuffer(buf, np.uint64, n_rel, at) if n_rel else None
+        at += 8 * n_rel
+    except (ValueError, TypeError, struct.error) as e:
         raise InvalidInputError(f"packed request: malformed buffer ({e})") from None
     if at != len(buf):
         raise InvalidInputError(f"packed request: {len(buf)} bytes, expected {at}")
-    out.update(k=k, step=None if st == 0 else st - 1, release_ids=rel if n_rel else None)
+    out.update(k=k, step=None if st == 0 else st - 1, release_ids=rel)
     out.update(drain_inbox=bool(flags & 1), payload=bool(flags & 2))
     return out
 
@@ -324,25 +331,54 @@ class PoolActor:
         self._check_epoch(expect_epoch)
         if (report_ids is None) != (rewards is None):
             raise InvalidInputError("step(): report_ids and rewards go together")
-        pool = self._pool
         if report_ids is not None:
-            pool.report(report_ids, rewards, n_rollouts, n_correct, step)
+            report_ids = A.ids(report_ids)
+            rewards = A.floats(rewards, "rewards")
+            n_rollouts = None if n_rollouts is None else A.counts(n_rollouts, "n_rollouts")
+            n_correct = None if n_correct is None else A.counts(n_correct, "n_correct")
+        if release_ids is not None:
+            release_ids = A.ids(release_ids, "release_ids")
+        return self._step(report_ids, rewards, n_rollouts, n_correct, kk, step, release_ids, drain_inbox, payload)
+
+    def _step(
+        self,
+        report_ids: np.ndarray | None,
+        rewards: np.ndarray | None,
+        n_rollouts: np.ndarray | None,
+        n_correct: np.ndarray | None,
+        k: int,
+        step: int | None,
+        release_ids: np.ndarray | None,
+        drain_inbox: bool,
+        payload: bool,
+    ) -> np.ndarray | StepBatch:
+        """:meth:`step` on arrays of the engine's exact dtypes (uint64 ids, float64 rewards, uint32 counts):
+        straight to the engine, without converting or re-checking them (lengths, ids and values are checked
+        by the engine)."""
+        core = self._pool._core
+        s = None if step is None else A.count(step, "step")
+        if report_ids is not None:
+            core.report(report_ids, rewards, n_rollouts, n_correct, s)
             self._reported()
         if release_ids is not None:
-            pool.release(release_ids)
+            core.release(release_ids)
         if drain_inbox:
-            pool.drain_inbox(step=step)
-        ids = pool.sample(kk)
+            core.drain_inbox(None, s)
+        ids = core.sample(min(k, A.UNBOUNDED))
         if not payload:
             return ids
+        pool = self._pool
         return StepBatch(ids, pool.prompts(ids), pool.answers(ids), pool.metadata(ids), self._epoch)
 
     def step_packed(
         self, request: bytes, expect_epoch: str | None = None
     ) -> bytes | tuple[bytes, list[str], list[str | None], list[Any], str]:
         """:meth:`step` in the packed wire format (what :class:`PoolClient` sends): one bytes object in, the
-        ids as bytes out (with the payload columns and the epoch when the request asks for them)."""
-        out = self.step(**_unpack(request), expect_epoch=expect_epoch)
+        ids as bytes out (with the payload columns and the epoch when the request asks for them). The request's
+        arrays already have the engine's dtypes, so they go to the engine as they are."""
+        args = _unpack(request)
+        self._check_epoch(expect_epoch)
+        out = self._step(**args)
         if isinstance(out, StepBatch):
             return (out.ids.tobytes(), out.prompts, out.answers, out.metadata, out.epoch)
         return out.tobytes()
