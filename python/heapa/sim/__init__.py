@@ -28,7 +28,7 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import asdict, replace
+from dataclasses import MISSING, asdict, fields, replace
 from typing import Any
 
 import numpy as np
@@ -133,9 +133,20 @@ def run_suite(
 
 
 def _params_digest(sc: Scenario, sp: Sampler) -> str:
-    """A digest of every parameter of a (scenario, sampler) pair: a changed one is run again."""
-    params = json.dumps([sc.to_dict(), asdict(sp)], sort_keys=True, default=str)
+    """A digest of the parameters of a (scenario, sampler) pair that differ from the defaults (a
+    changed one is run again; a new field with a default keeps the cache valid)."""
+
+    def changed(obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in fields(obj) if getattr(obj, f.name) != _default(f)}
+
+    params = json.dumps([changed(sc), changed(sp)], sort_keys=True, default=str)
     return f"{zlib.crc32(params.encode()):08x}"
+
+
+def _default(f: Any) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else MISSING
 
 
 def _run_to_dict(r: RunResult) -> dict[str, Any]:

@@ -103,10 +103,12 @@ class Scenario:
     #: (``Pool.add(group=...)``): source dataset, level or topic
     observable_groups: bool = False
     #: an external difficulty predictor: the prompt's predicted pass rate, ``sigmoid(m + prior_sign *
-    #: (theta0 - b - m) + N(0, prior_noise))`` with ``m`` the mean logit of the task distribution
-    #: (``prior_sign=-1``: anti-correlated, mirrored about the mean); None: no priors
+    #: (theta0 - b - m) + prior_shift + N(0, prior_noise))`` with ``m`` the mean logit of the task
+    #: distribution (``prior_sign=-1``: anti-correlated, mirrored about the mean; ``prior_shift``:
+    #: miscalibrated, as a predictor made for a stronger policy); None: no priors
     prior_noise: float | None = None
     prior_sign: float = 1.0
+    prior_shift: float = 0.0
     #: the confidence (pseudo-rollouts) the trainer passes with every prior
     prior_confidence: float = 4.0
 
@@ -161,7 +163,8 @@ class Scenario:
         if self.prior_noise is None:
             raise ValueError(f"scenario {self.name!r} has no priors")
         m = self.mean_logit()
-        logit = m + self.prior_sign * (self.theta0 - b - m) + self.prior_noise * rng.standard_normal(b.shape[0])
+        logit = m + self.prior_sign * (self.theta0 - b - m) + self.prior_shift
+        logit = logit + self.prior_noise * rng.standard_normal(b.shape[0])
         return np.asarray(sigmoid(logit), dtype=float)
 
     def initial_accuracy(self) -> float:
@@ -334,6 +337,14 @@ PRIOR_SCENARIOS: dict[str, Scenario] = {
         ),
         replace(
             _LARGE,
+            name="large_prior_shifted",
+            description="CONTROL: 200,000 prompts, no groups; priors well ranked but miscalibrated: "
+            "a predictor for a policy 3 logits stronger (noise sd 0.5), confidence 4",
+            prior_noise=0.5,
+            prior_shift=3.0,
+        ),
+        replace(
+            _LARGE,
             name="large_groups_prior_noisy",
             description="large_groups + the noisy priors of large_prior_noisy",
             difficulty=_GROUPS20,
@@ -348,6 +359,15 @@ PRIOR_SCENARIOS: dict[str, Scenario] = {
             observable_groups=True,
             prior_noise=0.5,
             prior_sign=-1.0,
+        ),
+        replace(
+            _LARGE,
+            name="large_groups_prior_shifted",
+            description="large_groups + the miscalibrated priors of large_prior_shifted",
+            difficulty=_GROUPS20,
+            observable_groups=True,
+            prior_noise=0.5,
+            prior_shift=3.0,
         ),
     )
 }

@@ -190,3 +190,25 @@ def plot_all(
     if len(scenarios) > 1:
         written.append(overview(os.path.join(path, "overview.png")))
     return written
+
+
+def markdown_table(report: dict[str, Any], key: str = "ratio_to_uniform", samplers: Sequence[str] | None = None) -> str:
+    """One row per sampler, one column per scenario of a JSON report: ``mean [lo, hi]`` of ``key``
+    (95% interval over seeds); ``*`` where some seeds never reached the target (counted at the cap,
+    so the ratio is a lower bound)."""
+    scen = report["scenarios"]
+    names = list(samplers) if samplers else list(next(iter(scen.values()))["samplers"])
+    lines = ["| sampler | " + " | ".join(scen) + " |", "|---" * (len(scen) + 1) + "|"]
+    for sp in names:
+        cells = []
+        for sc in scen.values():
+            e = sc["samplers"].get(sp)
+            if e is None or e.get(key, {}).get("mean") is None:
+                cells.append("-")
+                continue
+            m, (lo, hi) = e[key]["mean"], e[key]["ci95"]
+            done, total = e["reached"].split("/")
+            star = "*" if done != total else ""
+            cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]{star}")
+        lines.append(f"| {sp} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -277,9 +277,9 @@ def add_kwargs(sc: Scenario, sp: Sampler, seed: int, b: np.ndarray, comp: np.nda
         mean = np.bincount(comp, weights=p0) / np.maximum(np.bincount(comp), 1)
         kw["prior"], kw["confidence"] = mean[comp], np.full(b.shape[0], 1e6)
     keys = comp.astype(np.int64) if sc.observable_groups and sp.group_keys != "none" else None
-    if sp.group_keys == "scenario+prior_bin" and prior is not None:
+    if sp.group_keys in ("scenario+prior_bin", "prior_bin") and prior is not None:
         band = np.minimum((prior * PRIOR_BINS).astype(np.int64), PRIOR_BINS - 1)
-        keys = (0 if keys is None else keys + 1) * (PRIOR_BINS + 1) + band
+        keys = band if keys is None or sp.group_keys == "prior_bin" else (keys + 1) * (PRIOR_BINS + 1) + band
     if keys is not None:
         kw["group"] = keys
     return kw

@@ -33,8 +33,9 @@ class Sampler:
     #: group keys passed to ``Pool.add(group=...)`` where the scenario has groups or priors:
     #: "scenario" (the scenario's groups, if observable), "scenario+prior_bin" (each (group, prior
     #: bin of width 0.05) is a group of its own, so the pool measures how each bin of the
-    #: predictor really does) or "none"
-    group_keys: Literal["scenario", "scenario+prior_bin", "none"] = "scenario"
+    #: predictor really does), "prior_bin" (where the scenario has a predictor, its bin is the group
+    #: key and the scenario's groups are not passed; otherwise the scenario's groups) or "none"
+    group_keys: Literal["scenario", "scenario+prior_bin", "prior_bin", "none"] = "scenario"
     #: priors passed to ``Pool.add(prior=, confidence=)``: "scenario" (the scenario's predictor,
     #: if it has one), "group_truth" (ORACLE: every prompt's prior is its group's true mean pass
     #: rate for the initial policy, confidence 1e6) or "none"
@@ -142,6 +143,19 @@ PRIOR_SAMPLERS: dict[str, Sampler] = {
             "the predictor, so a prior is corrected by what its bin really does",
             dict(_FRONTIER_PRIOR),
             group_keys="scenario+prior_bin",
+        ),
+        Sampler(
+            "heapa_frontier_prior_binned_hl",
+            "heapa_frontier_prior_binned with prior_half_life=25 steps",
+            {**_FRONTIER_PRIOR, "prior_half_life": 25.0},
+            group_keys="scenario+prior_bin",
+        ),
+        Sampler(
+            "heapa_frontier_prior_calibrated",
+            "heapa_frontier_prior_hl, and where there is a predictor its bin (width 0.05) is the group key "
+            "instead of the dataset's group, so the pool measures what each bin really does",
+            {**_FRONTIER_PRIOR, "prior_half_life": 25.0},
+            group_keys="prior_bin",
         ),
         Sampler(
             "heapa_frontier_prior_nogroups",
