@@ -329,6 +329,13 @@ PRIOR_SCENARIOS: dict[str, Scenario] = {
         ),
         replace(
             _LARGE,
+            name="large_prior_good",
+            description="200,000 prompts, no groups; a good predictor: logit noise sd 0.5 "
+            "(corr. 0.95 with the truth for the initial policy), confidence 4",
+            prior_noise=0.5,
+        ),
+        replace(
+            _LARGE,
             name="large_prior_wrong",
             description="CONTROL: 200,000 prompts, no groups; priors anti-correlated with the "
             "truth (logit mirrored about the mean, noise sd 0.5), confidence 4",

@@ -60,12 +60,18 @@ def mean_ci(x: Sequence[float]) -> dict[str, Any]:
     return {"mean": m, "ci95": [m - h, m + h]}
 
 
-def summarise(sc: Scenario, runs: dict[str, list[RunResult]], baseline: str = "uniform") -> dict[str, Any]:
+def summarise(
+    sc: Scenario,
+    runs: dict[str, list[RunResult]],
+    baseline: str = "uniform",
+    reference: str = "group_oracle",
+) -> dict[str, Any]:
     """Per-sampler paired statistics for one scenario.
 
     A run that never reaches the target within ``cap_factor * budget`` rollouts
     is *censored*: its rollouts_to_target counts as the cap (so means are lower
-    bounds) and ``reached`` says how many seeds got there.
+    bounds) and ``reached`` says how many seeds got there. Where ``reference``
+    (the group oracle) ran too, ``ratio_to_<reference>`` is the paired ratio to it.
     """
     target, budget = sc.target, sc.budget
     cap = budget * sc.cap_factor
@@ -90,6 +96,10 @@ def summarise(sc: Scenario, runs: dict[str, list[RunResult]], baseline: str = "u
             b_acc = np.array([base[r.seed].accuracy_at(budget) for r in rs])
             entry["ratio_to_uniform"] = mean_ci(to_c / b_to)
             entry["accuracy_gain_vs_uniform"] = mean_ci(acc - b_acc)
+        ref = {r.seed: r for r in runs.get(reference, [])}
+        if ref and all(r.seed in ref for r in rs):
+            r_to = np.array([ref[r.seed].rollouts_to(target) for r in rs])
+            entry[f"ratio_to_{reference}"] = mean_ci(to_c / np.where(np.isfinite(r_to), r_to, cap))
         out[name] = entry
     return out
 
@@ -110,6 +120,14 @@ STYLE = {
     "heapa_frontier_augment": ("tab:olive", "-"),
     "heapa_frontier_revisit": ("black", "-"),
     "oracle_frontier": ("grey", ":"),
+    "heapa_frontier_prior": ("tab:orange", "-"),
+    "heapa_frontier_prior_hl": ("gold", "-"),
+    "heapa_frontier_prior_calibrated": ("darkred", "-"),
+    "heapa_frontier_prior_binned": ("tab:pink", "-."),
+    "heapa_frontier_prior_binned_hl": ("tab:olive", "-."),
+    "heapa_frontier_prior_nogroups": ("tab:cyan", "-."),
+    "group_oracle": ("dimgrey", ":"),
+    "group_oracle_static": ("silver", ":"),
 }
 
 
@@ -192,23 +210,32 @@ def plot_all(
     return written
 
 
-def markdown_table(report: dict[str, Any], key: str = "ratio_to_uniform", samplers: Sequence[str] | None = None) -> str:
-    """One row per sampler, one column per scenario of a JSON report: ``mean [lo, hi]`` of ``key``
-    (95% interval over seeds); ``*`` where some seeds never reached the target (counted at the cap,
-    so the ratio is a lower bound)."""
+def _cell(e: dict[str, Any] | None, key: str) -> str:
+    if e is None or e.get(key, {}).get("mean") is None:
+        return "-"
+    m, (lo, hi) = e[key]["mean"], e[key]["ci95"]
+    done, total = e["reached"].split("/")
+    return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" + ("*" if done != total else "")
+
+
+def markdown_table(
+    report: dict[str, Any],
+    key: str = "ratio_to_uniform",
+    samplers: Sequence[str] | None = None,
+    by: str = "sampler",
+) -> str:
+    """A markdown table of ``key`` from a JSON report: ``mean [lo, hi]`` (95% interval over seeds);
+    ``*`` where some seeds never reached the target (counted at the cap, so the ratio is a lower
+    bound). One row per sampler and a column per scenario (``by="sampler"``), or the transpose
+    (``by="scenario"``)."""
     scen = report["scenarios"]
     names = list(samplers) if samplers else list(next(iter(scen.values()))["samplers"])
+    if by == "scenario":
+        lines = ["| scenario | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for sc_name, sc in scen.items():
+            lines.append(f"| {sc_name} | " + " | ".join(_cell(sc["samplers"].get(sp), key) for sp in names) + " |")
+        return "\n".join(lines)
     lines = ["| sampler | " + " | ".join(scen) + " |", "|---" * (len(scen) + 1) + "|"]
     for sp in names:
-        cells = []
-        for sc in scen.values():
-            e = sc["samplers"].get(sp)
-            if e is None or e.get(key, {}).get("mean") is None:
-                cells.append("-")
-                continue
-            m, (lo, hi) = e[key]["mean"], e[key]["ci95"]
-            done, total = e["reached"].split("/")
-            star = "*" if done != total else ""
-            cells.append(f"{m:.3f} [{lo:.3f}, {hi:.3f}]{star}")
-        lines.append(f"| {sp} | " + " | ".join(cells) + " |")
+        lines.append(f"| {sp} | " + " | ".join(_cell(sc["samplers"].get(sp), key) for sc in scen.values()) + " |")
     return "\n".join(lines)
