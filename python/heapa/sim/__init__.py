@@ -3,12 +3,14 @@ one driven through the real :class:`heapa.Pool`.
 
 Usage::
 
-    heapa simulate [--scenario NAME|all ...] [--samplers NAME ...] [--seeds N]
-                   [--json PATH] [--plot PATH] [--quick] [--workers N]
+    heapa simulate [--scenario NAME|all|priors ...] [--samplers NAME ...] [--seeds N]
+                   [--json PATH] [--plot PATH] [--quick] [--workers N] [--cache PATH]
                    [--noise-scale X] [--signal grpo|variance] [--aug-cost GEN VAL]
 
-The learner, the scenarios and the cost model are described in
-:mod:`heapa.sim.model` and ``docs/efficiency.md``. It is a model, not evidence
+(also ``python -m heapa.sim``). The learner, the scenarios and the cost model are described in
+:mod:`heapa.sim.model` and ``docs/efficiency.md``; the large-pool scenarios with groups and
+priors (``priors``, :data:`PRIOR_SCENARIOS`) and their samplers (:data:`PRIOR_SAMPLERS`) in
+``docs/priors.md``. It is a model, not evidence
 about LLMs: it shows what each sampling mechanism can and cannot do under
 stated assumptions.
 
