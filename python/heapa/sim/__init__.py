@@ -77,8 +77,9 @@ def run_suite(
     cache: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, list[RunResult]]]]:
     """Runs every (scenario, sampler, seed) and returns the JSON report and the runs. With ``cache``
-    (a JSON-lines file) every finished run is appended there and runs already there are not run
-    again, so an interrupted study resumes where it stopped."""
+    (a JSON-lines file) every finished run is appended there and runs already there (same
+    parameters, same engine build) are not run again, so an interrupted study resumes where it
+    stopped."""
     names = [s.name for s in samplers]
     if BASELINE not in names:
         samplers = [get_sampler(BASELINE), *samplers]
@@ -86,8 +87,10 @@ def run_suite(
     cached = _load_cache(cache) if cache else {}
     digest = {(sc.name, sp.name): _params_digest(sc, sp) for sc in scenarios for sp in samplers}
 
+    engine = _engine_digest()
+
     def key(scenario: str, sampler: str, seed: int) -> str:
-        return f"{scenario}|{sampler}|{seed}|{digest[scenario, sampler]}"
+        return f"{scenario}|{sampler}|{seed}|{digest[scenario, sampler]}|{engine}"
 
     known = {(sc.name, sp.name, seed): cached.get(key(sc.name, sp.name, seed)) for sc, sp, seed in jobs}
     todo = [job for job in jobs if known[job[0].name, job[1].name, job[2]] is None]
@@ -143,6 +146,15 @@ def _params_digest(sc: Scenario, sp: Sampler) -> str:
 
     params = json.dumps([changed(sc), changed(sp)], sort_keys=True, default=str)
     return f"{zlib.crc32(params.encode()):08x}"
+
+
+def _engine_digest() -> str:
+    """A digest of the compiled engine (the extension module's bytes): runs cached with another build
+    of the engine are run again."""
+    from .. import _heapa
+
+    with open(_heapa.__file__, "rb") as f:
+        return f"{zlib.crc32(f.read()):08x}"
 
 
 def _default(f: Any) -> Any:
