@@ -48,7 +48,9 @@ def test_explicit_priors_rank_cold_prompts_and_confidence_blends_the_first_score
     pool = prior_pool()
     ids = pool.add(["a", "b", "c", "d"], prior=[0.85, 0.45, np.nan, 0.05], confidence=[4, 4, np.nan, 1])
     order = [pool.prompts(pool.sample(1))[0] for _ in range(4)]
-    assert order == ["c", "b", "a", "d"]  # c: no prior (pool rate 0.5); then by distance to 0.5
+    # c: no prior, the pool-wide rate (0.5, nothing reported yet); the others by their band centre
+    # shrunk toward that rate, confidence against prior_strength (4): b 0.49, d 0.42, a 0.69.
+    assert order == ["c", "b", "d", "a"]
     pool.report(ids, [1.0, 1.0, 1.0, 1.0], n_rollouts=[4, 4, 4, 4])
     score = pool.records(ids)["score"]
     # (4 * prior + 4 * 1.0) / 8 for a and b; c has no prior; d has confidence 1.
@@ -235,3 +237,19 @@ def test_posterior_scores_weigh_rollouts_and_age_old_evidence():
     assert pool.records([i])["score"][0] == pytest.approx(0.75, abs=1e-6)
     back = Pool.from_bytes(pool.to_bytes())
     assert back.fingerprint() == pool.fingerprint()
+
+
+def test_a_misleading_predictor_is_overruled_band_by_band():
+    """Prompts predicted easy (0.9) that sit at the target, and prompts predicted at the target that
+    are all solved: the predictor is believed at first, the explore share samples the other band, and
+    once each band's own evidence has accrued the truly informative band is drawn."""
+    pool = prior_pool(explore=0.2)
+    easy_said = set(pool.add([f"e{i}" for i in range(200)], prior=[0.9] * 200, confidence=[4.0] * 200).tolist())
+    pool.add([f"m{i}" for i in range(200)], prior=[0.5] * 200, confidence=[4.0] * 200)
+    draws = []
+    for _ in range(12):
+        ids = pool.sample(10).tolist()
+        draws.append(sum(i in easy_said for i in ids))
+        pool.report(ids, [0.5 if i in easy_said else 1.0 for i in ids], n_rollouts=[8] * len(ids))
+    assert draws[0] <= 2  # explore only
+    assert draws[-1] >= 8  # all but the explore share

@@ -17,6 +17,17 @@ pub(crate) const BANDS: u64 = 20;
 /// A queue's id: group << 8 | band (0 = no explicit prior, 1..=BANDS).
 pub(crate) type QueueId = u64;
 
+/// The (group, prior band) of a slot whose prior is unspent (band 0: none).
+pub(crate) fn queue_id(slots: &Slots, slot: u32) -> QueueId {
+    let band = if slots.flags[slot as usize] & HAS_PRIOR != 0 {
+        let p = (f64::from(slots.score[slot as usize]) + 1.0) * 0.5;
+        1 + ((p * BANDS as f64) as u64).min(BANDS - 1)
+    } else {
+        0
+    };
+    u64::from(slots.group_of(slot)) << 8 | band
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Queue {
     fifo: BTreeSet<(u64, u32)>,
@@ -52,16 +63,11 @@ impl ColdQueues {
 
     /// The queue a cold slot waits in.
     pub fn queue_of(&self, slots: &Slots, slot: u32) -> QueueId {
-        if !self.by_estimate {
-            return 0;
-        }
-        let band = if slots.flags[slot as usize] & HAS_PRIOR != 0 {
-            let p = (f64::from(slots.score[slot as usize]) + 1.0) * 0.5;
-            1 + ((p * BANDS as f64) as u64).min(BANDS - 1)
+        if self.by_estimate {
+            queue_id(slots, slot)
         } else {
             0
-        };
-        u64::from(slots.group_of(slot)) << 8 | band
+        }
     }
 
     pub fn insert(&mut self, slots: &Slots, slot: u32) {

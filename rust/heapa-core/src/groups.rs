@@ -9,7 +9,7 @@
 //! observation's weight halves every that many steps, so an estimate from
 //! step 20 says less at step 2,000.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::digest;
 
@@ -50,11 +50,20 @@ pub(crate) struct Groups {
     pub evidence: Vec<Evidence>,
     /// Every observation of the pool, grouped or not.
     pub pool: Evidence,
+    /// Per (group, prior band) queue id: what prompts that came with a prior
+    /// in that band actually did, so a miscalibrated predictor is corrected
+    /// band by band as evidence accrues.
+    pub bands: BTreeMap<u64, Evidence>,
 }
 
 impl Groups {
     /// Rebuilds from stored names and evidence (names must be distinct).
-    pub fn from_parts(names: Vec<String>, evidence: Vec<Evidence>, pool: Evidence) -> Groups {
+    pub fn from_parts(
+        names: Vec<String>,
+        evidence: Vec<Evidence>,
+        pool: Evidence,
+        bands: BTreeMap<u64, Evidence>,
+    ) -> Groups {
         let index = names
             .iter()
             .enumerate()
@@ -65,6 +74,7 @@ impl Groups {
             index,
             evidence,
             pool,
+            bands,
         }
     }
 
@@ -106,7 +116,14 @@ impl Groups {
         }
     }
 
-    /// A digest of names and evidence (for the fingerprint; O(groups)).
+    /// A prior band's own evidence at `step` (none yet: zero).
+    pub fn band(&self, id: u64, step: u64, half_life: f64) -> Evidence {
+        self.bands
+            .get(&id)
+            .map_or_else(Evidence::default, |e| e.at(step, half_life))
+    }
+
+    /// A digest of names and evidence (for the fingerprint; O(groups + bands)).
     pub fn digest(&self) -> u64 {
         let mut d = digest::small(u64::MAX, &self.pool.n.to_bits())
             ^ digest::small(u64::MAX - 1, &self.pool.sum.to_bits())
@@ -118,6 +135,13 @@ impl Groups {
                 .wrapping_add(digest::small(i + 1, &e.n.to_bits()))
                 .wrapping_add(digest::small(i + 2, &e.sum.to_bits()))
                 .wrapping_add(digest::small(i + 3, &e.step));
+        }
+        for (&id, e) in &self.bands {
+            let i = (1u64 << 62) | id << 2;
+            d = d
+                .wrapping_add(digest::small(i, &e.n.to_bits()))
+                .wrapping_add(digest::small(i + 1, &e.sum.to_bits()))
+                .wrapping_add(digest::small(i + 2, &e.step));
         }
         d
     }

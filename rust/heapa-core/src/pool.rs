@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::cold;
 use crate::config::{check_difficulty, clamp_difficulty, Boundary, Config, Reinsert, Stat};
 use crate::digest::Stack;
 use crate::error::{invalid, CoreError, Result};
@@ -510,6 +511,14 @@ impl Pool {
             let g = self.slots.group_of(slot);
             if let Some(e) = self.groups.evidence.get_mut(g as usize) {
                 e.observe(pass, at, half_life);
+            }
+            if flags & HAS_PRIOR != 0 {
+                let band = cold::queue_id(&self.slots, slot);
+                self.groups
+                    .bands
+                    .entry(band)
+                    .or_default()
+                    .observe(pass, at, half_life);
             }
             self.groups.pool.observe(pass, at, half_life);
             let sl = &mut self.slots;

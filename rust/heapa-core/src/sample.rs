@@ -111,27 +111,22 @@ impl Pool {
         }
     }
 
-    /// A cold queue's pass-rate estimate: its group's (shrunk toward the
-    /// pool), blended with its prior band by the members' mean confidence
-    /// against the group's evidence.
+    /// A cold queue's pass-rate estimate. Without a prior: its group's
+    /// (shrunk toward the pool). With one: the band centre weighted by the
+    /// members' mean confidence, what earlier prompts of this (group, band)
+    /// actually did, and the group's estimate weighted by `prior_strength`,
+    /// so a predictor that misleads is overruled band by band.
     fn queue_estimate(&self, id: QueueId, q: &Queue) -> f64 {
         let (group, band) = ((id >> 8) as u32, id & 0xFF);
-        let (e, n) = self.groups.estimate(
-            group,
-            self.step,
-            self.cfg.prior_half_life,
-            self.cfg.prior_strength,
-        );
+        let (h, m) = (self.cfg.prior_half_life, self.cfg.prior_strength);
+        let (e, _) = self.groups.estimate(group, self.step, h, m);
         if band == 0 {
             return e;
         }
         let centre = (band as f64 - 0.5) / BANDS as f64;
         let c = q.confidence / q.len() as f64;
-        if c + n > 0.0 {
-            (c * centre + n * e) / (c + n)
-        } else {
-            centre
-        }
+        let seen = self.groups.band(id, self.step, h);
+        (c * centre + seen.sum + m * e) / (c + seen.n + m)
     }
 
     /// HeaPA boundary sampling: the 2·need candidates nearest the boundary,

@@ -34,7 +34,8 @@
 //!   `count u64` then `ready u64 | seq u64 | slot u32` each, in order.
 //! * `GRPS` (version ≥ 4): groups and priors. `count u32`, per group its key
 //!   (`len u32 | UTF-8`) and evidence (`n f64 | sum f64 | step u64`), the
-//!   pool-wide evidence, then `u8` 0/1 and, if 1, the group column (u32 per
+//!   pool-wide evidence, `count u32` prior bands as `queue id u64 | evidence`,
+//!   then `u8` 0/1 and, if 1, the group column (u32 per
 //!   slot), then the same for the prior-confidence column (f32 per slot).
 //!   A prior itself is the score of a cold slot flagged `HAS_PRIOR`.
 //!
@@ -50,6 +51,7 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::{xxh3_64, Xxh3};
 
+use crate::cold::BANDS;
 use crate::config::{
     check_difficulty, Boundary, Config, Direction, Eviction, RefreshMode, Reinsert, Sampling,
     Scope, Stat, Value,
@@ -271,6 +273,11 @@ impl Pool {
             evidence(&mut |b| w.put(b), e);
         }
         evidence(&mut |b| w.put(b), &g.pool);
+        w.u32(g.bands.len() as u32);
+        for (&id, e) in &g.bands {
+            w.u64(id);
+            evidence(&mut |b| w.put(b), e);
+        }
         for col in [
             bytemuck::cast_slice::<u32, u8>(&self.slots.group),
             bytemuck::cast_slice::<f32, u8>(&self.slots.confidence),
@@ -663,6 +670,19 @@ fn read_groups(slots: &mut Slots, n: usize, sec: &[u8]) -> Result<Groups> {
         stats.push(evidence(&mut r)?);
     }
     let pool = evidence(&mut r)?;
+    let mut bands = std::collections::BTreeMap::new();
+    for _ in 0..r.u32()? {
+        let id = r.u64()?;
+        let (g, band) = ((id >> 8) as u32, id & 0xFF);
+        if id >> 40 != 0 || !(1..=BANDS).contains(&band) || g != NO_GROUP && g as usize >= count {
+            return Err(corrupt(format!(
+                "prior band {id:#x} names no group and band"
+            )));
+        }
+        if bands.insert(id, evidence(&mut r)?).is_some() {
+            return Err(corrupt(format!("prior band {id:#x} stored twice")));
+        }
+    }
     if r.u8()? == 1 {
         slots.group = r.col(n)?;
     }
@@ -677,7 +697,7 @@ fn read_groups(slots: &mut Slots, n: usize, sec: &[u8]) -> Result<Groups> {
         }
     }
     r.done()?;
-    Ok(Groups::from_parts(names, stats, pool))
+    Ok(Groups::from_parts(names, stats, pool, bands))
 }
 
 fn split_sections(body: &[u8], version: u32) -> Result<Vec<&[u8]>> {
