@@ -30,6 +30,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "sampling": "medium",
         "reinsert": "immediate",
         "revisit_fraction": 0.25,
+        # Never-scored prompts ranked by group / prior estimates (plain FIFO when add() passes
+        # neither); group evidence ages so estimates follow the improving policy (docs/priors.md).
+        "cold": "prior",
+        "prior_half_life": 25.0,
     },
 }
 
@@ -106,8 +110,9 @@ class PoolConfig:
 
     @classmethod
     def frontier(cls, **overrides: Any) -> PoolConfig:
-        """What heapa recommends (docs/efficiency.md): split at pass rate ``target`` (0.5), draw around
-        it, return trained prompts at once but hold each out until a quarter of the pool has been drawn."""
+        """What heapa recommends (docs/efficiency.md, docs/priors.md): split at pass rate ``target`` (0.5),
+        draw around it, return trained prompts at once but hold each out until a quarter of the pool has
+        been drawn; rank never-scored prompts by their group's and prior's estimates (``cold="prior"``)."""
         return cls.from_dict({**PRESETS["frontier"], **overrides})
 
     @classmethod

@@ -28,6 +28,12 @@ pub(crate) fn queue_id(slots: &Slots, slot: u32) -> QueueId {
     u64::from(slots.group_of(slot)) << 8 | band
 }
 
+/// The id under which a band's evidence is pooled over every group (the
+/// ungrouped queue of that band).
+pub(crate) fn pooled_band(id: QueueId) -> QueueId {
+    u64::from(crate::slots::NO_GROUP) << 8 | (id & 0xFF)
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Queue {
     fifo: BTreeSet<(u64, u32)>,
@@ -38,6 +44,11 @@ pub(crate) struct Queue {
 impl Queue {
     pub fn len(&self) -> usize {
         self.fifo.len()
+    }
+
+    /// When the oldest member was placed (queues are non-empty).
+    pub fn head_seq(&self) -> u64 {
+        self.fifo.first().map_or(u64::MAX, |&(seq, _)| seq)
     }
 }
 

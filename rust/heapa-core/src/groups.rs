@@ -52,7 +52,9 @@ pub(crate) struct Groups {
     pub pool: Evidence,
     /// Per (group, prior band) queue id: what prompts that came with a prior
     /// in that band actually did, so a miscalibrated predictor is corrected
-    /// band by band as evidence accrues.
+    /// band by band as evidence accrues. The band index alone (group
+    /// `NO_GROUP` ignored: id `u64::MAX << 8 | band`) pools every group's, to
+    /// calibrate the predictor across the pool.
     pub bands: BTreeMap<u64, Evidence>,
 }
 

@@ -513,12 +513,15 @@ impl Pool {
                 e.observe(pass, at, half_life);
             }
             if flags & HAS_PRIOR != 0 {
-                let band = cold::queue_id(&self.slots, slot);
-                self.groups
-                    .bands
-                    .entry(band)
-                    .or_default()
-                    .observe(pass, at, half_life);
+                let id = cold::queue_id(&self.slots, slot);
+                let mut ids = vec![id];
+                if id >> 8 != u64::from(NO_GROUP) {
+                    ids.push(cold::pooled_band(id));
+                }
+                for id in ids {
+                    let e = self.groups.bands.entry(id).or_default();
+                    e.observe(pass, at, half_life);
+                }
             }
             self.groups.pool.observe(pass, at, half_life);
             let sl = &mut self.slots;

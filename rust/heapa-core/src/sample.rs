@@ -1,9 +1,11 @@
 //! Drawing a batch: cold prompts first (FIFO), then by the sampling mode.
 
-use crate::cold::{Queue, QueueId, BANDS};
+use crate::cold::{self, Queue, QueueId, BANDS};
 use crate::config::{Cold, Reinsert, Sampling};
+use crate::groups::Evidence;
 use crate::keys::{key_score, key_slot};
 use crate::pool::Pool;
+use crate::slots::NO_GROUP;
 
 impl Pool {
     /// Draws up to `k` prompts: cold first (FIFO), then by the sampling mode.
@@ -72,26 +74,32 @@ impl Pool {
     fn pick_cold(&mut self, m: usize, out: &mut Vec<u32>) {
         let want = out.len() + m;
         if self.cfg.cold == Cold::Fifo {
-            while out.len() < want {
-                match self.parts.pop_cold(&mut self.slots, None) {
-                    Some(s) => out.push(s),
-                    None => break,
-                }
-            }
-            return;
+            return self.pick_cold_fifo(want, out);
         }
-        let x = self.cfg.explore * m as f64;
-        let explore = x as usize + usize::from(self.rng.unit() < x.fract());
         let target = (self.cfg.normalize(self.cfg.target) + 1.0) * 0.5;
-        let mut ranked: Vec<(f64, QueueId)> = self
+        // (distance to the target, oldest member): ties go to the queue
+        // that has waited longest, not to the lowest group.
+        let mut ranked: Vec<(f64, u64, QueueId)> = self
             .parts
             .cold
             .queues()
-            .map(|(id, q)| ((self.queue_estimate(id, q) - target).abs(), id))
+            .map(|(id, q)| {
+                (
+                    (self.queue_estimate(id, q) - target).abs(),
+                    q.head_seq(),
+                    id,
+                )
+            })
             .collect();
+        if ranked.len() <= 1 {
+            // One queue (no groups or priors): plain FIFO, no RNG drawn.
+            return self.pick_cold_fifo(want, out);
+        }
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let x = self.cfg.explore * m as f64;
+        let explore = x as usize + usize::from(self.rng.unit() < x.fract());
         let exploit = want - explore;
-        for &(_, id) in &ranked {
+        for &(_, _, id) in &ranked {
             while out.len() < exploit {
                 match self.parts.pop_cold(&mut self.slots, Some(id)) {
                     Some(s) => out.push(s),
@@ -111,6 +119,15 @@ impl Pool {
         }
     }
 
+    fn pick_cold_fifo(&mut self, want: usize, out: &mut Vec<u32>) {
+        while out.len() < want {
+            match self.parts.pop_cold(&mut self.slots, None) {
+                Some(s) => out.push(s),
+                None => break,
+            }
+        }
+    }
+
     /// A cold queue's pass-rate estimate. Without a prior: its group's
     /// (shrunk toward the pool). With one: the band centre weighted by the
     /// members' mean confidence, what earlier prompts of this (group, band)
@@ -123,10 +140,22 @@ impl Pool {
         if band == 0 {
             return e;
         }
+        // The predictor's band centre, calibrated by what prompts of this
+        // band did in every group; then this queue's own evidence and the
+        // group's estimate.
         let centre = (band as f64 - 0.5) / BANDS as f64;
         let c = q.confidence / q.len() as f64;
+        let pooled = match group {
+            NO_GROUP => Evidence::default(), // its own evidence is the pooled one
+            _ => self.groups.band(cold::pooled_band(id), self.step, h),
+        };
+        let calibrated = if c + pooled.n > 0.0 {
+            (c * centre + pooled.sum) / (c + pooled.n)
+        } else {
+            centre
+        };
         let seen = self.groups.band(id, self.step, h);
-        (c * centre + seen.sum + m * e) / (c + seen.n + m)
+        (c * calibrated + seen.sum + m * e) / (c + seen.n + m)
     }
 
     /// HeaPA boundary sampling: the 2·need candidates nearest the boundary,
