@@ -12,4 +12,5 @@ rm -rf "$venv"
 purelib() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 main_site=$(purelib "$main")
 echo "import site; site.addsitedir('$main_site')" > "$(purelib "$venv")/zz_heapa_main_venv.pth"
-"$venv/bin/python" -c 'import verl, heapa; from verl.trainer.main_ppo import create_rl_sampler' >/dev/null
+# heapa itself is built into the main venv later (make develop) and reached through the .pth.
+"$venv/bin/python" -c 'import verl; from verl.trainer.main_ppo import create_rl_sampler' >/dev/null
