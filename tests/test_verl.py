@@ -9,15 +9,9 @@ re-runs itself there; it is skipped only when neither has verl.
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-VERL_PY = ROOT / ".venv-verl" / "bin" / "python"
+from venv_rerun import rerun_in_venv
 
 try:
     import verl  # noqa: F401
@@ -32,20 +26,12 @@ pytestmark = pytest.mark.verl
 
 @pytest.mark.skipif(HAVE_VERL, reason="verl is importable here: the tests below run directly")
 def test_in_verl_env():
-    if not VERL_PY.exists():
-        pytest.skip("no verl: run `make deps` (installs .venv-verl from requirements/verl.lock)")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [str(VERL_PY), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
+    rerun_in_venv(
+        ".venv-verl",
+        __file__,
+        "no verl: run `make deps` (installs .venv-verl from requirements/verl.lock)",
         timeout=600,
     )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    last = out.stdout.strip().splitlines()[-1]
-    assert " passed" in last and "failed" not in last and "error" not in last, out.stdout[-2000:]
 
 
 if HAVE_VERL:

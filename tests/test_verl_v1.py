@@ -21,17 +21,12 @@ exists, and is skipped otherwise.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-VERL1_PY = ROOT / ".venv-verl1" / "bin" / "python"
+from venv_rerun import rerun_in_venv
 
 try:
     import transfer_queue as tq
@@ -46,20 +41,12 @@ pytestmark = pytest.mark.verl
 
 @pytest.mark.skipif(HAVE_VERL1, reason="verl >= 0.8 is importable here: the tests below run directly")
 def test_in_verl1_env():
-    if not VERL1_PY.exists():
-        pytest.skip("no verl >= 0.8: run `requirements/verl1_env.sh .venv .venv-verl1` (opt-in, see docs/verl.md)")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [str(VERL1_PY), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__))],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
+    rerun_in_venv(
+        ".venv-verl1",
+        __file__,
+        "no verl >= 0.8: run `requirements/verl1_env.sh .venv .venv-verl1` (opt-in, see docs/verl.md)",
         timeout=900,
     )
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    last = out.stdout.strip().splitlines()[-1]
-    assert " passed" in last and "failed" not in last and "error" not in last, out.stdout[-2000:]
 
 
 if HAVE_VERL1:
