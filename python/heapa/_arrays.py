@@ -112,6 +112,8 @@ def group_keys(x: Any, n: int) -> list[str | None]:
     ``1`` and ``"1"`` stay two groups."""
     if isinstance(x, (str, bytes)) or not hasattr(x, "__len__"):
         raise InvalidInputError(f"group: expected one int or str per prompt, got {type(x).__name__}")
+    if isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype.kind in "iu" and x.shape[0] == n:
+        return np.char.add("i:", x.astype(str)).tolist()  # a million integer keys without a Python loop
     keys = list(x.tolist() if isinstance(x, np.ndarray) else x)
     if len(keys) != n:
         raise InvalidInputError(f"group: expected length {n} (one per prompt), got {len(keys)}")

@@ -281,8 +281,16 @@ class PoolActor:
         metadata: Any = None,
         parents: Any = None,
         difficulty: Any = None,
+        group: Any = None,
+        prior: Any = None,
+        confidence: Any = None,
     ) -> np.ndarray:
-        return self._pool.add(prompts, answers, rewards, metadata, parents, difficulty)
+        return self._pool.add(
+            prompts, answers, rewards, metadata, parents, difficulty, group=group, prior=prior, confidence=confidence
+        )
+
+    def groups(self) -> dict:
+        return self._pool.groups()
 
     def sample(self, k: int) -> np.ndarray:
         return self._pool.sample(k)

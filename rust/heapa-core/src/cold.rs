@@ -152,11 +152,6 @@ impl ColdQueues {
         all.into_iter().map(|(_, s)| s).collect()
     }
 
-    /// Entries (for memory estimates).
-    pub fn entries(&self) -> usize {
-        self.len
-    }
-
     /// Panics unless the queues agree with the slots.
     pub fn check(&self, slots: &Slots) {
         let mut n = 0;

@@ -106,15 +106,16 @@ impl Groups {
         }
     }
 
-    /// A group's shrunk pass-rate estimate and its evidence count at `step`.
-    pub fn estimate(&self, g: u32, step: u64, half_life: f64, strength: f64) -> (f64, f64) {
+    /// A group's pass-rate estimate at `step`, shrunk toward the pool-wide
+    /// rate (`NO_GROUP`: the pool-wide rate itself).
+    pub fn estimate(&self, g: u32, step: u64, half_life: f64, strength: f64) -> f64 {
         let pool = self.pool_rate(step, half_life);
         match self.evidence.get(g as usize) {
             Some(e) => {
                 let e = e.at(step, half_life);
-                ((e.sum + strength * pool) / (e.n + strength), e.n)
+                (e.sum + strength * pool) / (e.n + strength)
             }
-            None => (pool, 0.0),
+            None => pool,
         }
     }
 

@@ -377,7 +377,7 @@ impl Partitions {
     /// Bytes of the sets and weights. B-tree overhead is estimated from std's
     /// node layout (11 keys per node at roughly 70% fill).
     pub fn memory_bytes(&self) -> usize {
-        (self.hard.entries() + self.easy.entries() + self.archive.len() + self.cold.entries()) * 26
+        (self.hard.entries() + self.easy.entries() + self.archive.len() + self.cold.len()) * 26
             + self.cooling.len() * 40
             + self.draw.as_ref().map_or(0, Draw::bytes)
     }

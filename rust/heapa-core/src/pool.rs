@@ -513,12 +513,14 @@ impl Pool {
                 e.observe(pass, at, half_life);
             }
             if flags & HAS_PRIOR != 0 {
-                let id = cold::queue_id(&self.slots, slot);
-                let mut ids = vec![id];
-                if id >> 8 != u64::from(NO_GROUP) {
-                    ids.push(cold::pooled_band(id));
-                }
-                for id in ids {
+                // The band in its group, and the band over every group (the
+                // same queue id for an ungrouped prompt).
+                let own = cold::queue_id(&self.slots, slot);
+                let pooled = cold::pooled_band(own);
+                for id in [Some(own), (pooled != own).then_some(pooled)]
+                    .into_iter()
+                    .flatten()
+                {
                     let e = self.groups.bands.entry(id).or_default();
                     e.observe(pass, at, half_life);
                 }
@@ -731,7 +733,7 @@ impl Pool {
         (0..self.groups.names.len())
             .map(|g| {
                 let e = self.groups.evidence[g].at(self.step, h);
-                let (est, _) = self.groups.estimate(g as u32, self.step, h, m);
+                let est = self.groups.estimate(g as u32, self.step, h, m);
                 let rate = if e.n > 0.0 { e.sum / e.n } else { f64::NAN };
                 (self.groups.names[g].clone(), e.n, rate, est)
             })

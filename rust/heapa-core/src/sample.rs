@@ -136,7 +136,7 @@ impl Pool {
     fn queue_estimate(&self, id: QueueId, q: &Queue) -> f64 {
         let (group, band) = ((id >> 8) as u32, id & 0xFF);
         let (h, m) = (self.cfg.prior_half_life, self.cfg.prior_strength);
-        let (e, _) = self.groups.estimate(group, self.step, h, m);
+        let e = self.groups.estimate(group, self.step, h, m);
         if band == 0 {
             return e;
         }
