@@ -8,13 +8,15 @@ only the pool's configuration differs:
   uniform      PoolConfig(sampling="uniform", reinsert="immediate")
   recommended  PoolConfig.frontier() (what heapa recommends)
   heapa_paper  PoolConfig.paper() (HeaPA as published)
+  recommended_groups  PoolConfig.frontier() told each prompt's level as its group (optional: ``--arms``)
 
 Seeds are paired (seed k of every arm has the same RL seed) and every arm gets the same rollout budget
 (steps x prompts per step x G). Greedy math-verify accuracy on a fixed held-out split (never in the pool) is
 measured every ``--eval-every`` steps; the informative-group fraction (groups whose rewards are not all equal)
-comes from every step. Every sampler draws never-scored prompts first, in the same order, so the arms can only
-differ after the first pass over the pool: keep ``--pool-size`` well below the prompts a run draws, unless the
-point is a pool larger than a run draws (then every arm trains on the same prompts).
+comes from every step. Every sampler without groups draws never-scored prompts first, in the same order, so
+those arms can only differ after the first pass over the pool (keep ``--pool-size`` below the prompts a run
+draws to compare them). The grouped arm ranks never-scored prompts by their level's estimate from the first
+step: compare it with a pool larger than a run draws (docs/priors.md).
 
 Each arm x seed is saved to ``--output-dir``/runs/<arm>-seed<k>.json as soon as it finishes and skipped when
 the study is rerun with the same settings, so it can be run in pieces (``--arms``, ``--seeds``). When every
@@ -42,7 +44,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from efficiency_tiny import ARMS, analyse, pool_overrides, report
+from efficiency_tiny import ALL_ARMS, ARMS, analyse, group_column, pool_overrides, report
 from efficiency_tiny import plot as tiny_plot
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
@@ -95,7 +97,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output-dir", default="runs/efficiency_real")
     p.add_argument("--model", default=None, help="a heapa.models name (default smollm2-135m-instruct)")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ALL_ARMS)
     p.add_argument("--seeds", type=int, default=None, help=f"paired seeds 0..N-1 (default {DEFAULTS['seeds']})")
     p.add_argument("--only-seeds", type=int, nargs="+", help="run just these seeds now (resume in pieces)")
     p.add_argument("--steps", type=int, default=None, help=f"GRPO steps per run (default {DEFAULTS['steps']})")
@@ -189,6 +191,7 @@ def run_one(args, arm: str, seed: int, model, tok, base_state, tasks) -> dict:
             train_dataset=tasks["train"],
             processing_class=tok,
             pool_config=PoolConfig(capacity=max(1024, 2 * len(tasks["train"])), seed=seed, **pool_overrides(arm)),
+            group_column=group_column(arm),
             verifier="math_verify_reward",
         )
         trainer.remove_callback(PrinterCallback)
@@ -197,6 +200,8 @@ def run_one(args, arm: str, seed: int, model, tok, base_state, tasks) -> dict:
         pool = trainer.heapa_pool
         ids = np.concatenate([pool.ids(s) for s in ("cold", "hard", "easy", "in_flight", "archived")])
         visits = pool.records(ids)["visits"]
+        levels = np.array([m["level"] for m in pool.metadata(ids)])
+        groups = pool.groups() if group_column(arm) else {}
     zv = np.array([np.nan if v is None else v for v in per_step["zero_variance_frac"]], dtype=float)
     return {
         "arm": arm,
@@ -209,6 +214,10 @@ def run_one(args, arm: str, seed: int, model, tok, base_state, tasks) -> dict:
         "informative_frac": float(1.0 - np.nanmean(zv)),
         "distinct_prompts_trained": int((visits > 0).sum()),
         "max_visits": int(visits.max()),
+        # Which levels the run trained on (rollouts, by each prompt's task level), and what the pool learned of
+        # each level when it was told the levels (a grouped arm).
+        "rollouts_per_level": {int(lv): int(visits[levels == lv].sum()) * G for lv in np.unique(levels)},
+        "group_estimates": {str(k): v for k, v in groups.items()},
     }
 
 
@@ -223,7 +232,7 @@ def plot(args, runs: list[dict], result: dict, path: Path) -> None:
         path,
         title=f"{args.model}, GRPO on CPU: mean over seeds, band = ±1 s.e.",
         ylabel="held-out accuracy (greedy, math-verify)",
-        first_pass=True,
+        first_pass=result["cold_pass_rollouts"] < args.steps * args.prompts_per_step * args.num_generations,
     )
 
 
@@ -311,6 +320,7 @@ def main(argv=None) -> int:
         "arms": list(args.arms),
         "seeds": args.seeds,
         "pool_configs": {arm: pool_overrides(arm) for arm in args.arms},
+        "group_columns": {arm: group_column(arm) for arm in args.arms},
         "pool_prompts": len(tasks["train"]),
         "heldout_prompts": len(tasks["heldout"]),
         "torch_threads": torch.get_num_threads(),

@@ -49,6 +49,10 @@ from heapa.sim.report import t975
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 ARMS = ("uniform", "recommended", "heapa_paper")
+#: Optional arms: the recommended configuration told each prompt's task level as its group (``group_column``),
+#: so never-scored prompts are ranked by their level's estimate instead of drawn first-in first-out.
+GROUP_ARMS = ("recommended_groups",)
+ALL_ARMS = ARMS + GROUP_ARMS
 LEVELS = (1, 2, 3)
 
 DEFAULTS = dict(
@@ -99,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--learning-rate", type=float, default=None, help="GRPO learning rate")
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--layers", type=int, default=None)
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ALL_ARMS)
     p.add_argument("--target-fraction", type=float, default=0.6, help="target = uniform's mean accuracy here")
     p.add_argument("--quick", action="store_true", help="smoke run (< 1 minute)")
     p.add_argument(
@@ -241,8 +245,13 @@ def pool_overrides(arm: str) -> dict:
     from heapa import PRESETS
     from heapa.sim.samplers import SAMPLERS
 
-    named = {"recommended": "frontier", "heapa_paper": "paper"}
+    named = {"recommended": "frontier", "recommended_groups": "frontier", "heapa_paper": "paper"}
     return dict(PRESETS[named[arm]]) if arm in named else dict(SAMPLERS[arm].pool)
+
+
+def group_column(arm: str) -> str | None:
+    """The dataset column an arm passes as each prompt's group (``None``: no groups)."""
+    return "level" if arm in GROUP_ARMS else None
 
 
 def run_one(args, arm: str, seed: int, tok, state, splits) -> dict:
@@ -306,6 +315,7 @@ def run_one(args, arm: str, seed: int, tok, state, splits) -> dict:
             train_dataset=dataset,
             processing_class=tok,
             pool_config=PoolConfig(capacity=max(1024, 2 * len(pool_rows)), seed=seed, **pool_overrides(arm)),
+            group_column=group_column(arm),
             verifier="exact_match_reward",
         )
         trainer.remove_callback(PrinterCallback)
