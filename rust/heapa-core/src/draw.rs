@@ -8,31 +8,42 @@
 //! so each draw is exactly proportional to the weights and a try succeeds at
 //! least 92% of the time. A uniform number below lower / upper bound accepts
 //! without reading the slot's score (a cache miss at a million prompts): only
-//! the remaining ~8% of tries read it. Everything the draw reads is an integer count or a weight
-//! computed from the slot's score: the result depends only on which slots
-//! are drawable and the RNG, never on the order of past updates, so a pool
-//! rebuilt from a snapshot draws exactly what the original would have.
+//! the remaining ~8% of tries read it. Everything the draw reads is an
+//! integer count or a weight computed from the slot's score: the result
+//! depends only on which slots are drawable and the RNG, never on the order
+//! of past updates, so a pool rebuilt from a snapshot draws exactly what the
+//! original would have.
+//!
+//! A batch is drawn in rounds (see [`Draw::draw`]) so that its ranks are
+//! resolved together, sorted, in one pass over the counts instead of one
+//! dependent search per draw.
 //!
 //! Cost: a bitset of one bit per slot per occupied class (128 KB for 1M slots
-//! in uniform mode; 28 classes span the default prioritized weights), a draw
-//! reads one Fenwick path over 512-bit blocks and at most 8 words.
+//! in uniform mode; 28 classes span the default prioritized weights) with
+//! 16-bit counts per 512 bits; inserting or removing a slot is O(1).
 
 use crate::rng::Rng;
 
 const BLOCK_WORDS: usize = 8;
 const BLOCK_BITS: usize = BLOCK_WORDS * 64;
+/// Blocks per super-block (8,192 bits): few enough that finding a block
+/// within its super-block is short, many enough that a batch scans the
+/// super-block counts of a class quickly.
+const SUPER_BLOCKS: usize = 16;
 /// Classes per doubling of the weight.
 const PER_OCTAVE: f64 = 8.0;
 /// Weights spanning more than 2^64 share the top class (its acceptance rate
 /// can then drop; only extreme temperatures reach it).
 const MAX_CLASSES: usize = 512;
 
-/// A bitset with rank selection: the `r`-th set bit in O(log blocks + 64).
+/// A bitset with rank selection: set-bit counts per 512-bit block and per
+/// 16-block super-block, so an update is O(1) and a batch of sorted ranks
+/// is selected in one forward pass.
 #[derive(Clone, Debug, Default)]
 struct RankBits {
     words: Vec<u64>,
-    /// Fenwick tree (1-based) over per-block set-bit counts.
-    tree: Vec<u32>,
+    blocks: Vec<u16>,
+    supers: Vec<u32>,
     count: usize,
 }
 
@@ -44,7 +55,7 @@ impl RankBits {
     }
 
     fn bytes(&self) -> usize {
-        self.words.capacity() * 8 + self.tree.capacity() * 4
+        self.words.capacity() * 8 + self.blocks.capacity() * 2 + self.supers.capacity() * 4
     }
 
     /// Makes room for bits `0..n`.
@@ -55,34 +66,8 @@ impl RankBits {
         }
         self.words.resize(words, 0);
         let blocks = words.div_ceil(BLOCK_WORDS);
-        if self.tree.is_empty() {
-            self.tree.push(0);
-        }
-        // New blocks are empty: each new tree cell covers old blocks only.
-        while self.tree.len() <= blocks {
-            let i = self.tree.len();
-            let lo = i - (i & i.wrapping_neg());
-            let s = self.prefix(i - 1) - self.prefix(lo);
-            self.tree.push(s);
-        }
-    }
-
-    fn prefix(&self, blocks: usize) -> u32 {
-        let mut i = blocks;
-        let mut s = 0;
-        while i > 0 {
-            s += self.tree[i];
-            i -= i & i.wrapping_neg();
-        }
-        s
-    }
-
-    fn add(&mut self, block: usize, delta: i32) {
-        let mut i = block + 1;
-        while i < self.tree.len() {
-            self.tree[i] = self.tree[i].wrapping_add_signed(delta);
-            i += i & i.wrapping_neg();
-        }
+        self.blocks.resize(blocks, 0);
+        self.supers.resize(blocks.div_ceil(SUPER_BLOCKS), 0);
     }
 
     fn insert(&mut self, bit: usize) {
@@ -90,7 +75,9 @@ impl RankBits {
         debug_assert_eq!(self.words[w] & m, 0, "bit {bit} already set");
         self.words[w] |= m;
         self.count += 1;
-        self.add(bit / BLOCK_BITS, 1);
+        let b = bit / BLOCK_BITS;
+        self.blocks[b] += 1;
+        self.supers[b / SUPER_BLOCKS] += 1;
     }
 
     fn remove(&mut self, bit: usize) {
@@ -98,59 +85,104 @@ impl RankBits {
         debug_assert_ne!(self.words[w] & m, 0, "bit {bit} not set");
         self.words[w] &= !m;
         self.count -= 1;
-        self.add(bit / BLOCK_BITS, -1);
+        let b = bit / BLOCK_BITS;
+        self.blocks[b] -= 1;
+        self.supers[b / SUPER_BLOCKS] -= 1;
     }
 
-    /// The index of the `r`-th set bit (0-based); `r < count`.
-    fn select(&self, r: usize) -> usize {
-        debug_assert!(r < self.count);
-        // Fenwick descent: the block holding the r-th bit.
-        let mut rem = r as u32;
-        let mut pos = 0;
-        let mut step = (self.tree.len() - 1).next_power_of_two();
-        while step > 0 {
-            let next = pos + step;
-            if next < self.tree.len() && self.tree[next] <= rem {
-                pos = next;
-                rem -= self.tree[next];
+    /// For each of `ranks` (ascending, each `< count`, repeats allowed): the
+    /// block holding that set bit and its rank within the block, in one
+    /// forward pass over the counts (which stay in cache; the words are not
+    /// read).
+    fn locate_sorted(
+        &self,
+        ranks: impl IntoIterator<Item = usize>,
+        mut found: impl FnMut(usize, u32),
+    ) {
+        // A cursor on the super-blocks, with the set bits before it.
+        let (mut sup, mut before_sup) = (0, 0);
+        for r in ranks {
+            debug_assert!(r < self.count);
+            while r >= before_sup + self.supers[sup] as usize {
+                before_sup += self.supers[sup] as usize;
+                sup += 1;
             }
-            step >>= 1;
-        }
-        let mut w = pos * BLOCK_WORDS;
-        loop {
-            let c = self.words[w].count_ones();
-            if rem < c {
-                return w * 64 + select_in_word(self.words[w], rem);
+            // The block within the super-block, without branches on the
+            // counts (as in `select_in_block`).
+            let first = sup * SUPER_BLOCKS;
+            let blocks = &self.blocks[first..(first + SUPER_BLOCKS).min(self.blocks.len())];
+            let rem = r - before_sup;
+            let (mut seen, mut at, mut before) = (0, 0, 0);
+            for &b in blocks {
+                seen += b as usize;
+                let past = seen <= rem;
+                at += usize::from(past);
+                before = if past { seen } else { before };
             }
-            rem -= c;
-            w += 1;
+            found(first + at, (rem - before) as u32);
         }
+    }
+
+    /// Reads both ends of a block's words (a cache line or two) and returns
+    /// them, so that a loop of touches overlaps its cache misses.
+    fn touch(&self, block: usize) -> u64 {
+        let w = block * BLOCK_WORDS;
+        self.words[w] ^ self.words[(w + BLOCK_WORDS).min(self.words.len()) - 1]
+    }
+
+    /// The index of the set bit with rank `rem` within block `block`.
+    fn select_in_block(&self, block: usize, rem: u32) -> usize {
+        // Without branches on the data (a mispredicted branch per rank cost
+        // more than the arithmetic): the word is the number of words whose
+        // running count stays at or below `rem`.
+        let first = block * BLOCK_WORDS;
+        let words = &self.words[first..(first + BLOCK_WORDS).min(self.words.len())];
+        let (mut seen, mut at, mut before) = (0, 0, 0);
+        for &w in words {
+            seen += w.count_ones();
+            let past = seen <= rem;
+            at += usize::from(past);
+            before = if past { seen } else { before };
+        }
+        (first + at) * 64 + select_in_word(words[at], rem - before)
     }
 }
 
-/// Position of the `r`-th set bit of `w` (r < popcount): byte counts and
-/// their running sums in one multiply, then a scan of the one byte.
+/// Position of the `r`-th set bit of `w` (r < popcount), without branches:
+/// byte counts and their running sums in one multiply, the byte holding the
+/// bit by comparing all eight sums at once, then a table lookup.
 fn select_in_word(w: u64, r: u32) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut c = w - ((w >> 1) & 0x5555_5555_5555_5555);
     c = (c & 0x3333_3333_3333_3333) + ((c >> 2) & 0x3333_3333_3333_3333);
     c = (c + (c >> 4)) & 0x0F0F_0F0F_0F0F_0F0F;
-    let sums = c.wrapping_mul(ONES); // byte i: set bits in bytes 0..=i
-    let mut i = 0;
-    while (sums >> (8 * i) & 0xFF) as u32 <= r {
-        i += 1;
-    }
-    let before = if i == 0 {
-        0
-    } else {
-        (sums >> (8 * (i - 1)) & 0xFF) as u32
-    };
-    let mut b = (w >> (8 * i)) & 0xFF;
-    for _ in 0..r - before {
-        b &= b - 1;
-    }
-    8 * i + b.trailing_zeros() as usize
+    let sums = c.wrapping_mul(ONES); // byte i: set bits in bytes 0..=i (<= 64)
+                                     // Byte i's high bit is set where sums[i] <= r: those bytes come first.
+    let past = (((u64::from(r) * ONES) | HIGHS) - sums) & HIGHS;
+    let i = ((past >> 7).wrapping_mul(ONES) >> 56) as usize;
+    let before = ((sums << 8) >> (8 * i)) as u8;
+    let byte = (w >> (8 * i)) as u8;
+    8 * i + usize::from(SELECT_IN_BYTE[usize::from(r as u8 - before)][usize::from(byte)])
 }
+
+/// `SELECT_IN_BYTE[k][b]`: the position of the `k`-th set bit of byte `b`.
+static SELECT_IN_BYTE: [[u8; 256]; 8] = {
+    let mut t = [[0u8; 256]; 8];
+    let mut b = 0;
+    while b < 256 {
+        let (mut k, mut bit) = (0, 0);
+        while bit < 8 {
+            if b >> bit & 1 == 1 {
+                t[k][b] = bit as u8;
+                k += 1;
+            }
+            bit += 1;
+        }
+        b += 1;
+    }
+    t
+};
 
 /// Sampling weight of a drawable prompt, from its stored score in [-1, 1].
 #[derive(Clone, Copy, Debug)]
@@ -204,6 +236,20 @@ pub struct Draw {
     bits: usize,
     len: usize,
 }
+
+/// A round's proposals, packed in a u64 each: class (9 bits), rank (32 bits:
+/// slots are u32) and the proposal's index (at most 2^23 per round).
+const INDEX_BITS: u32 = 23;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const CLASS_SHIFT: u32 = INDEX_BITS + 32;
+const _: () = assert!(MAX_CLASSES <= 1 << (64 - CLASS_SHIFT));
+
+fn rank_of(proposal: u64) -> u64 {
+    (proposal >> INDEX_BITS) & u64::from(u32::MAX)
+}
+
+/// A proposal that repeats an earlier one of its round.
+const REPEAT: (u32, u32, u32) = (u32::MAX, u32::MAX, u32::MAX);
 
 /// Resolution of the class bounds.
 const UNIT: f64 = (1u64 << 20) as f64;
@@ -297,40 +343,109 @@ impl Draw {
         self.len = 0;
     }
 
-    /// Draws one slot in proportion to its weight and removes it; `score`
-    /// reads a slot's score. `None` when nothing is drawable.
-    pub fn draw(&mut self, rng: &mut Rng, score: impl Fn(u32) -> f32) -> Option<u32> {
-        if self.len == 0 {
-            return None;
-        }
-        loop {
-            // One integer picks the class (by members × units) and the
-            // member within it (uniformly by rank).
-            let mut r = rng.below(self.mass);
-            let mut c = 0;
-            loop {
-                let m = self.classes[c].count as u64 * self.units[c];
-                if r < m {
-                    break;
+    /// Draws up to `k` slots without replacement, each in proportion to its
+    /// weight among the slots not drawn before it, and removes them; `score`
+    /// reads a slot's score.
+    ///
+    /// Draws go in rounds against the set as it was at the round's start: a
+    /// round proposes one (class, rank) per slot still wanted, resolves them
+    /// all in one sorted pass per class, and accepts them in proposal order.
+    /// A proposal that repeats an earlier one of its round is rejected, which
+    /// leaves every accepted draw exactly as likely as a draw from the slots
+    /// still undrawn (rejection sampling); what a round accepts is removed
+    /// before the next.
+    pub fn draw(&mut self, rng: &mut Rng, k: usize, score: impl Fn(u32) -> f32) -> Vec<u32> {
+        let mut out = Vec::with_capacity(k.min(self.len));
+        // class << 55 | rank << 23 | proposal index: sorting groups each
+        // class's ranks in order, repeats adjacent and the first one first.
+        let mut order: Vec<u64> = Vec::new();
+        let mut located: Vec<(u32, u32, u32)> = Vec::new();
+        // Each proposal's (slot, class).
+        let mut picked: Vec<(u32, usize)> = Vec::new();
+        let mut unit_of: Vec<f64> = Vec::new();
+        let mut mass_through: Vec<u64> = Vec::new();
+        let weighted = matches!(self.weight, Weight::Prioritized { .. });
+        while out.len() < k && self.len > 0 {
+            let m = (k - out.len()).min(1 << INDEX_BITS);
+            order.clear();
+            unit_of.clear();
+            // Running proposal mass through each class: the class of a
+            // uniform integer below the total is the count of sums <= it.
+            mass_through.clear();
+            mass_through.extend(self.classes.iter().zip(&self.units).scan(
+                0,
+                |sum, (class, &units)| {
+                    *sum += class.count as u64 * units;
+                    Some(*sum)
+                },
+            ));
+            for i in 0..m {
+                let r = rng.below(self.mass);
+                let c = mass_through.partition_point(|&through| through <= r);
+                let rank = rng.below(self.classes[c].count as u64);
+                order.push(((c as u64) << CLASS_SHIFT) | (rank << INDEX_BITS) | i as u64);
+                if weighted {
+                    unit_of.push(rng.unit());
                 }
-                r -= m;
-                c += 1;
             }
-            let slot = self.classes[c].select((r / self.units[c]) as usize) as u32;
-            let accept = match self.weight {
-                Weight::Uniform => true,
-                Weight::Prioritized { .. } => {
-                    let u = rng.unit();
+            order.sort_unstable();
+            // Each proposal's class, block and rank in the block, found with
+            // the counts only; a repeat keeps `REPEAT`.
+            located.clear();
+            located.resize(m, REPEAT);
+            let mut at = 0;
+            while at < m {
+                let c = (order[at] >> CLASS_SHIFT) as usize;
+                let end = at + order[at..].partition_point(|&o| (o >> CLASS_SHIFT) as usize == c);
+                let mut entries = order[at..end].iter();
+                let mut last = u64::MAX;
+                self.classes[c].locate_sorted(
+                    order[at..end].iter().map(|&o| rank_of(o) as usize),
+                    |block, rem| {
+                        let o = *entries.next().expect("one block per rank");
+                        let rank = rank_of(o);
+                        if rank != last {
+                            located[(o & INDEX_MASK) as usize] = (c as u32, block as u32, rem);
+                            last = rank;
+                        }
+                    },
+                );
+                at = end;
+            }
+            // The words are what misses the cache (a bitset per class): read
+            // them all first, without branches, so the misses overlap.
+            let mut touched = 0u64;
+            for &(c, block, _) in &located {
+                if c != REPEAT.0 {
+                    touched ^= self.classes[c as usize].touch(block as usize);
+                }
+            }
+            std::hint::black_box(touched);
+            picked.clear();
+            picked.extend(located.iter().map(|&(c, block, rem)| match c {
+                u32::MAX => (u32::MAX, usize::MAX),
+                _ => (
+                    self.classes[c as usize].select_in_block(block as usize, rem) as u32,
+                    c as usize,
+                ),
+            }));
+            for (i, &(slot, c)) in picked.iter().enumerate() {
+                if c == usize::MAX {
+                    continue;
+                }
+                let accept = !weighted || {
+                    let u = unit_of[i];
                     u < self.sure[c] || u * self.bounds[c] < self.weight.of(score(slot))
+                };
+                if accept {
+                    self.classes[c].remove(slot as usize);
+                    self.mass -= self.units[c];
+                    self.len -= 1;
+                    out.push(slot);
                 }
-            };
-            if accept {
-                self.classes[c].remove(slot as usize);
-                self.mass -= self.units[c];
-                self.len -= 1;
-                return Some(slot);
             }
         }
+        out
     }
 }
 
@@ -338,31 +453,59 @@ impl Draw {
 mod tests {
     use super::*;
 
+    fn select(b: &RankBits, ranks: &[usize]) -> Vec<usize> {
+        let mut out = Vec::new();
+        b.locate_sorted(ranks.iter().copied(), |block, rem| {
+            out.push(b.select_in_block(block, rem))
+        });
+        out
+    }
+
     #[test]
     fn select_finds_every_set_bit_in_order() {
-        let mut b = RankBits::with_bits(10_000);
-        let set: Vec<usize> = (0..10_000)
-            .filter(|i| i % 7 == 3 || i % 4096 == 0)
+        // Several super-blocks (8,192 bits each), some of them empty.
+        let n = 200_000;
+        let mut b = RankBits::with_bits(n);
+        let set: Vec<usize> = (0..n)
+            .filter(|i| (i % 7 == 3 || i % 4096 == 0) && !(70_000..140_000).contains(i))
             .collect();
         for &i in &set {
             b.insert(i);
         }
-        for (r, &i) in set.iter().enumerate() {
-            assert_eq!(b.select(r), i);
+        let all: Vec<usize> = (0..set.len()).collect();
+        assert_eq!(select(&b, &all), set);
+        for (r, &i) in set.iter().enumerate().step_by(97) {
+            assert_eq!(select(&b, &[r]), [i]);
         }
+        // Repeated and sparse ranks in one pass.
+        let last = set.len() - 1;
+        assert_eq!(
+            select(&b, &[0, 0, 5, 9_000, 9_000, last]),
+            [set[0], set[0], set[5], set[9_000], set[9_000], set[last]]
+        );
         b.remove(set[5]);
-        assert_eq!(b.select(5), set[6]);
-        b.grow(100_000);
-        b.insert(99_999);
-        assert_eq!(b.select(b.count - 1), 99_999);
+        assert_eq!(select(&b, &[5]), [set[6]]);
+        b.grow(300_000);
+        b.insert(299_999);
+        assert_eq!(select(&b, &[b.count - 1]), [299_999]);
     }
 
     #[test]
     fn select_in_word_matches_a_scan() {
-        let w: u64 = 0xF0F0_0000_8001_0003;
-        let bits: Vec<usize> = (0..64).filter(|i| w >> i & 1 == 1).collect();
-        for (r, &i) in bits.iter().enumerate() {
-            assert_eq!(select_in_word(w, r as u32), i);
+        let mut rng = Rng::new(3);
+        let words = [
+            0xF0F0_0000_8001_0003,
+            u64::MAX,
+            1,
+            1 << 63,
+            0x8000_0000_0000_0001,
+        ];
+        let random = (0..2000).map(|_| rng.next_u64() & rng.next_u64());
+        for w in words.into_iter().chain(random) {
+            let bits: Vec<usize> = (0..64).filter(|i| w >> i & 1 == 1).collect();
+            for (r, &i) in bits.iter().enumerate() {
+                assert_eq!(select_in_word(w, r as u32), i, "word {w:#x}, rank {r}");
+            }
         }
     }
 
@@ -384,13 +527,51 @@ mod tests {
             for (i, &s) in scores.iter().enumerate() {
                 d.insert(i as u32, s);
             }
-            hits[d.draw(&mut rng, |s| scores[s as usize]).unwrap() as usize] += 1;
+            hits[d.draw(&mut rng, 1, |s| scores[s as usize])[0] as usize] += 1;
         }
         for i in 0..5 {
             let p = w[i] / total;
             let got = hits[i] as f64 / n as f64;
             let sd = (p * (1.0 - p) / n as f64).sqrt();
             assert!((got - p).abs() < 5.0 * sd, "slot {i}: {got} vs {p}");
+        }
+    }
+
+    #[test]
+    fn a_batch_is_successive_weighted_draws_without_replacement() {
+        // Drawing all four slots at once: the first two must follow
+        // successive sampling (p(i, j) = w_i / W · w_j / (W − w_i)), though
+        // a round proposes against the set as it was at the round's start.
+        let weight = Weight::Prioritized {
+            epsilon: 0.05,
+            inv_temperature: 1.0,
+        };
+        let scores = [-1.0f32, -0.2, 0.4, 1.0];
+        let w: Vec<f64> = scores.iter().map(|&s| weight.of(s)).collect();
+        let total: f64 = w.iter().sum();
+        let mut rng = Rng::new(11);
+        let mut hits = [[0usize; 4]; 4];
+        let n = 200_000;
+        for _ in 0..n {
+            let mut d = Draw::new(weight);
+            d.grow(4);
+            for (i, &s) in scores.iter().enumerate() {
+                d.insert(i as u32, s);
+            }
+            let got = d.draw(&mut rng, 4, |s| scores[s as usize]);
+            let mut sorted = got.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2, 3], "each slot exactly once");
+            assert_eq!(d.len(), 0);
+            hits[got[0] as usize][got[1] as usize] += 1;
+        }
+        for i in 0..4 {
+            for j in (0..4).filter(|&j| j != i) {
+                let p = w[i] / total * w[j] / (total - w[i]);
+                let got = hits[i][j] as f64 / n as f64;
+                let sd = (p * (1.0 - p) / n as f64).sqrt();
+                assert!((got - p).abs() < 5.0 * sd, "({i}, {j}): {got} vs {p}");
+            }
         }
     }
 }

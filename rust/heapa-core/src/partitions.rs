@@ -185,29 +185,18 @@ impl Partitions {
             .draw
             .as_mut()
             .expect("weighted modes keep a draw index");
-        let mut out = Vec::with_capacity(need.min(d.len()));
-        while out.len() < need {
-            match d.draw(rng, |s| slots.score[s as usize]) {
-                Some(slot) => out.push(slot),
-                None => break,
-            }
-        }
-        // Separate passes of independent loads, so that the cache misses of
-        // 512 random slots overlap instead of queueing one by one.
-        let was: Vec<(State, Key)> = out
-            .iter()
-            .map(|&s| (slots.state(s), slots.key(s)))
-            .collect();
+        let out = d.draw(rng, need, |s| slots.score[s as usize]);
+        // Counted without branching on the state, so that the cache misses
+        // of 512 random slots overlap instead of queueing one by one.
+        let mut hard = 0;
         for &slot in &out {
+            let st = slots.state(slot);
+            debug_assert!(matches!(st, State::Hard | State::Easy), "drawn from {st:?}");
+            hard += usize::from(st == State::Hard);
             slots.set_state(slot, State::InFlight);
         }
-        for (st, k) in was {
-            match st {
-                State::Hard => self.hard.forget(slots, k),
-                State::Easy => self.easy.forget(slots, k),
-                _ => unreachable!("only hard and easy prompts are drawable"),
-            }
-        }
+        self.hard.forget(hard);
+        self.easy.forget(out.len() - hard);
         self.hard.settle(slots);
         self.easy.settle(slots);
         self.in_flight += out.len() as u64;

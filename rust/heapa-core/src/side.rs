@@ -6,7 +6,7 @@
 //! can be *forgotten* instead: it stays in the set, stale, and is skipped by
 //! every reader. A key is live when its slot is in this side's state and
 //! still has that key. Two rules keep readers cheap: both ends of the set are
-//! always live (so `first`/`last` need no check), and the set is compacted
+//! live between batches (so `first`/`last` need no check), and the set is compacted
 //! when stale keys outnumber half the live ones (O(1) amortised per forget).
 //! Keys near the boundary (medium sampling) are removed eagerly, where the
 //! B-tree path is hot.
@@ -76,20 +76,19 @@ impl Side {
         }
     }
 
-    /// Leaves a live key in place, stale; the caller has already moved its
-    /// slot to another state, and calls [`Self::settle`] after a batch.
-    pub fn forget(&mut self, slots: &Slots, k: Key) {
-        debug_assert!(!self.is_live(slots, k));
-        self.live -= 1;
-        if Some(k) == self.first() || Some(k) == self.last() {
-            self.trim(slots);
-        }
+    /// Leaves `n` live keys in place, stale: the caller has moved their
+    /// slots to another state, and calls [`Self::settle`] after the batch.
+    /// Until then an end may be stale, so nothing may read the side.
+    pub fn forget(&mut self, n: usize) {
+        self.live -= n;
     }
 
-    /// Compacts if stale keys outnumber half the live ones. Only between
-    /// batches: mid-batch, slots already moved but not yet forgotten would
-    /// count as live and be dropped.
+    /// Ends a batch of [`Self::forget`]: drops stale ends, and compacts if
+    /// stale keys outnumber half the live ones. Only between batches:
+    /// mid-batch, slots already moved but not yet forgotten would count as
+    /// live and be dropped.
     pub fn settle(&mut self, slots: &Slots) {
+        self.trim(slots);
         let stale = self.keys.len() - self.live;
         if stale > MIN_STALE.max(self.live / 2) {
             self.compact(slots);
@@ -99,24 +98,32 @@ impl Side {
     pub fn pop_first(&mut self, slots: &Slots) -> Option<Key> {
         let k = self.keys.pop_first()?;
         self.live -= 1;
-        self.trim(slots);
+        self.trim_first(slots);
         Some(k)
     }
 
     pub fn pop_last(&mut self, slots: &Slots) -> Option<Key> {
         let k = self.keys.pop_last()?;
         self.live -= 1;
-        self.trim(slots);
+        self.trim_last(slots);
         Some(k)
     }
 
     /// Drops stale keys from both ends.
     fn trim(&mut self, slots: &Slots) {
-        while let Some(k) = self.first().filter(|&k| !self.is_live(slots, k)) {
-            self.keys.remove(&k);
+        self.trim_first(slots);
+        self.trim_last(slots);
+    }
+
+    fn trim_first(&mut self, slots: &Slots) {
+        while self.first().is_some_and(|k| !self.is_live(slots, k)) {
+            self.keys.pop_first();
         }
-        while let Some(k) = self.last().filter(|&k| !self.is_live(slots, k)) {
-            self.keys.remove(&k);
+    }
+
+    fn trim_last(&mut self, slots: &Slots) {
+        while self.last().is_some_and(|k| !self.is_live(slots, k)) {
+            self.keys.pop_last();
         }
     }
 
