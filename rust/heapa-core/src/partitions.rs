@@ -15,7 +15,7 @@ use crate::config::{Boundary, Cold, Config, Sampling};
 use crate::draw::{Draw, Weight};
 use crate::keys::{key_score, key_slot, store_score, Key};
 use crate::rng::Rng;
-use crate::side::Side;
+use crate::side::{End, Side};
 use crate::slots::{Slots, State};
 
 /// Where hard ends and easy begins.
@@ -296,15 +296,17 @@ impl Partitions {
             return;
         };
         let target = quantile_count(q, self.scored());
-        while self.hard.len() > target {
-            let k = self.hard.pop_last(slots).expect("non-empty");
-            self.easy.insert(k);
-            slots.set_state(key_slot(k), State::Easy);
-        }
-        while self.hard.len() < target {
-            let k = self.easy.pop_first(slots).expect("non-empty");
-            self.hard.insert(k);
-            slots.set_state(key_slot(k), State::Hard);
+        let hard = self.hard.len();
+        if hard > target {
+            for k in self.hard.pop_end(slots, hard - target, End::Highest) {
+                self.easy.insert(k);
+                slots.set_state(key_slot(k), State::Easy);
+            }
+        } else if hard < target {
+            for k in self.easy.pop_end(slots, target - hard, End::Lowest) {
+                self.hard.insert(k);
+                slots.set_state(key_slot(k), State::Hard);
+            }
         }
     }
 

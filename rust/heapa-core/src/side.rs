@@ -16,6 +16,13 @@ use std::collections::BTreeSet;
 use crate::keys::{key_slot, DescRuns, Key};
 use crate::slots::{Slots, State};
 
+/// Which end of a side.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum End {
+    Lowest,
+    Highest,
+}
+
 /// Compaction does not pay below this many stale keys.
 const MIN_STALE: usize = 4096;
 
@@ -95,18 +102,36 @@ impl Side {
         }
     }
 
-    pub fn pop_first(&mut self, slots: &Slots) -> Option<Key> {
-        let k = self.keys.pop_first()?;
-        self.live -= 1;
-        self.trim_first(slots);
-        Some(k)
-    }
-
-    pub fn pop_last(&mut self, slots: &Slots) -> Option<Key> {
-        let k = self.keys.pop_last()?;
-        self.live -= 1;
-        self.trim_last(slots);
-        Some(k)
+    /// Takes out the `n` lowest or highest live keys (fewer if the side
+    /// holds fewer), dropping the stale keys among them. Their liveness is
+    /// read in one pass of independent loads, so the cache misses overlap.
+    pub fn pop_end(&mut self, slots: &Slots, n: usize, end: End) -> Vec<Key> {
+        let mut out = Vec::with_capacity(n);
+        let mut next: Vec<Key> = Vec::new();
+        while out.len() < n && !self.keys.is_empty() {
+            let want = n - out.len();
+            next.clear();
+            match end {
+                End::Lowest => next.extend(self.keys.iter().take(want)),
+                End::Highest => next.extend(self.keys.iter().rev().take(want)),
+            }
+            let live: Vec<bool> = next.iter().map(|&k| self.is_live(slots, k)).collect();
+            for (&k, live) in next.iter().zip(live) {
+                match end {
+                    End::Lowest => self.keys.pop_first(),
+                    End::Highest => self.keys.pop_last(),
+                };
+                if live {
+                    out.push(k);
+                }
+            }
+        }
+        self.live -= out.len();
+        match end {
+            End::Lowest => self.trim_first(slots),
+            End::Highest => self.trim_last(slots),
+        }
+        out
     }
 
     /// Drops stale keys from both ends.
