@@ -44,6 +44,28 @@ def test_groups_nearest_the_target_are_drawn_first():
     assert nxt == [2] * 20  # the group whose estimate is at the target
 
 
+@pytest.mark.parametrize("cold_prior, first", [(0.95, "scored"), (0.5, "cold")])
+def test_scored_prompts_and_cold_estimates_are_ranked_on_one_scale(cold_prior, first):
+    """Under an absolute boundary with medium sampling, a scored prompt nearer the target than every
+    cold queue's estimate is drawn before them; a cold queue nearer the target goes first."""
+    pool = prior_pool(boundary="absolute", target=0.5, reinsert="immediate")
+    cold = pool.add([f"c{i}" for i in range(6)], prior=np.full(6, cold_prior), confidence=np.full(6, 100.0))
+    scored = pool.add(["s0", "s1"], rewards=[0.75, 0.75])  # 0.25 from the target; the cold queue ~0.4 or ~0.03
+    drawn = set(pool.sample(2).tolist())
+    assert drawn == set((scored if first == "scored" else cold[:2]).tolist())
+    # The rest of the batch falls back on the other source.
+    assert len(drawn | set(pool.sample(6).tolist())) == 8
+
+
+def test_one_scale_needs_a_distance_rule_for_scored_prompts():
+    """Quantile boundary (or a weighted sampling mode): cold prompts first, as before."""
+    for cfg in (dict(target=0.5), dict(boundary="absolute", target=0.5, sampling="uniform")):
+        pool = prior_pool(**cfg, reinsert="immediate")
+        cold = pool.add([f"c{i}" for i in range(4)], prior=np.full(4, 0.95), confidence=np.full(4, 100.0))
+        pool.add(["s0", "s1"], rewards=[0.5, 0.5])
+        assert set(pool.sample(4).tolist()) == set(cold.tolist())
+
+
 def test_explicit_priors_rank_cold_prompts_and_confidence_blends_the_first_score():
     pool = prior_pool()
     ids = pool.add(["a", "b", "c", "d"], prior=[0.85, 0.45, np.nan, 0.05], confidence=[4, 4, np.nan, 1])

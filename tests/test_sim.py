@@ -170,3 +170,14 @@ def test_quick_keeps_ratios():
 def test_bad_names_exit_2(capsys):
     assert main(["--scenario", "nope", "--quiet"]) == 2
     assert main(["--scenario", "tiny", "--samplers", "nope", "--quiet"]) == 2
+    assert main(["--scenario", "tiny", "--pool-size", "0", "--quiet"]) == 2
+
+
+def test_pool_size_runs_each_scenario_at_each_size(tmp_path):
+    out = tmp_path / "r.json"
+    rc = main(["--scenario", "tiny", "--pool-size", "50", "400", "--samplers", "heapa_frontier_revisit",
+               "--seeds", "1", "--workers", "1", "--json", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
+    scenarios = json.loads(out.read_text())["scenarios"]
+    assert set(scenarios) == {"tiny@50", "tiny@400"}
+    assert {sc["params"]["n_prompts"] for sc in scenarios.values()} == {50, 400}

@@ -84,7 +84,8 @@ class PoolConfig:
     revisit_fraction: float = 0.0
     #: Order of never-scored prompts: ``"fifo"`` (paper), or ``"prior"``: by the estimate of
     #: their group (``Pool.add(group=...)``) and explicit prior (``prior=``), nearest ``target``
-    #: first, so the frontier rule applies before a prompt is ever scored.
+    #: first, so the frontier rule applies before a prompt is ever scored (with medium sampling and
+    #: an absolute boundary, on one scale with scored prompts: a nearer score goes first).
     cold: Literal["fifo", "prior"] = "fifo"
     #: ``cold="prior"``: share of each batch's cold draws taken from uniformly chosen
     #: groups (keeps visiting groups whose estimate looks poor).
@@ -237,7 +238,9 @@ class Pool:
         }
 
     def sample(self, k: int) -> np.ndarray:
-        """Draws up to ``k`` prompt ids (cold first, then by ``sampling``).
+        """Draws up to ``k`` prompt ids (cold first, then by ``sampling``; with ``cold="prior"``, medium
+        sampling and an absolute boundary, scored prompts nearer the target than every cold estimate
+        go before those cold prompts).
 
         Returns fewer than ``k`` when the pool holds fewer; never blocks.
         Drawn prompts are in flight until :meth:`report` or :meth:`release`.

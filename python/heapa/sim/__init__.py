@@ -236,6 +236,15 @@ def _parser() -> argparse.ArgumentParser:
         "(the scenario's plot, or the overview for several)",
     )
     p.add_argument("--quick", action="store_true", help="smaller, shorter scenarios (smoke runs)")
+    p.add_argument(
+        "--pool-size",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="run every scenario at each of these pool sizes instead of its own (named <scenario>@<N>): "
+        "the same task, learner and budget, more or fewer passes over the pool",
+    )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count, max 8)")
     p.add_argument(
         "--noise-scale",
@@ -289,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.quick:
         scenarios = [quick(s) for s in scenarios]
+    if args.pool_size:
+        if min(args.pool_size) < 1:
+            print("heapa simulate: --pool-size must be at least 1", file=sys.stderr)
+            return 2
+        scenarios = [replace(s, name=f"{s.name}@{n}", n_prompts=n) for s in scenarios for n in args.pool_size]
     overrides: dict[str, Any] = {}
     if args.signal:
         overrides["signal"] = args.signal

@@ -158,6 +158,12 @@ PRIOR_SAMPLERS: dict[str, Sampler] = {
             group_keys="prior_bin",
         ),
         Sampler(
+            "heapa_frontier_cold_first",
+            "heapa_frontier_revisit with every never-scored prompt drawn before any scored one, first in "
+            "first out (cold='fifo'): the order before cold estimates and scores were ranked on one scale",
+            {**PRESETS["frontier"], "cold": "fifo"},
+        ),
+        Sampler(
             "heapa_frontier_prior_nogroups",
             "heapa_frontier_prior given neither groups nor priors (one FIFO cold queue)",
             dict(_FRONTIER_PRIOR),

@@ -72,6 +72,11 @@ impl ColdQueues {
         self.len
     }
 
+    /// Members of one queue (0 if it is empty).
+    pub fn queue_len(&self, id: QueueId) -> usize {
+        self.queues.get(&id).map_or(0, Queue::len)
+    }
+
     /// The queue a cold slot waits in.
     pub fn queue_of(&self, slots: &Slots, slot: u32) -> QueueId {
         if self.by_estimate {

@@ -54,7 +54,9 @@ named_enum!(
 );
 named_enum!(
     /// How never-scored prompts are ordered: first in, first out, or by the
-    /// estimate of their group and explicit prior (see `cold.rs`).
+    /// estimate of their group and explicit prior (see `cold.rs`), on one
+    /// scale with scored prompts under medium sampling and an absolute
+    /// boundary (see `sample.rs`).
     Cold ("cold") { Fifo = 0 => ["fifo"], Prior = 1 => ["prior"] }
 );
 named_enum!(

@@ -68,9 +68,12 @@ impl Pool {
         chosen.iter().map(|&s| self.id_of(s)).collect()
     }
 
-    /// Draws `m` cold prompts: the oldest (`cold = "fifo"`), or (`"prior"`)
-    /// an `explore` share from uniformly chosen queues and the rest from the
-    /// queues whose estimate is nearest the target pass rate.
+    /// Draws up to `m` cold prompts: the oldest (`cold = "fifo"`), or
+    /// (`"prior"`) an `explore` share from uniformly chosen queues and the
+    /// rest from the queues whose estimate is nearest the target pass rate.
+    /// There, scored prompts nearer the target than those queues take their
+    /// places (the caller draws them): a score and an estimate are compared
+    /// on one scale.
     fn pick_cold(&mut self, m: usize, out: &mut Vec<u32>) {
         let want = out.len() + m;
         if self.cfg.cold == Cold::Fifo {
@@ -91,14 +94,15 @@ impl Pool {
                 )
             })
             .collect();
-        if ranked.len() <= 1 {
-            // One queue (no groups or priors): plain FIFO, no RNG drawn.
-            return self.pick_cold_fifo(want, out);
-        }
         ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        if ranked.len() <= 1 {
+            // One queue (no groups or priors): FIFO, no RNG drawn.
+            let scored = self.scored_nearer(&ranked, m, target);
+            return self.pick_cold_fifo(want - scored, out);
+        }
         let x = self.cfg.explore * m as f64;
         let explore = x as usize + usize::from(self.rng.unit() < x.fract());
-        let exploit = want - explore;
+        let exploit = want - explore - self.scored_nearer(&ranked, m - explore, target);
         for &(_, _, id) in &ranked {
             while out.len() < exploit {
                 match self.parts.pop_cold(&mut self.slots, Some(id)) {
@@ -117,6 +121,48 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// How many of `n` draws by estimate go to scored prompts instead of the
+    /// cold queues `ranked` (nearest first, each `(distance, _, queue)`):
+    /// merging both by distance to the target pass rate, a scored prompt
+    /// goes first when it is strictly nearer. Only where scored prompts are
+    /// drawn by that distance too (medium sampling, absolute boundary);
+    /// O(queues + the count).
+    fn scored_nearer(&self, ranked: &[(f64, u64, QueueId)], n: usize, target: f64) -> usize {
+        let by_distance = self.cfg.sampling == Sampling::Medium && self.parts.target().is_some();
+        if !by_distance || self.parts.scored() == 0 {
+            return 0;
+        }
+        let (p, sl) = (&self.parts, &self.slots);
+        let pass = |k| (f64::from(key_score(k)) + 1.0) * 0.5;
+        let mut up = p.easy.iter(sl).map(|k| (pass(k) - target).abs()).peekable();
+        let mut down = p
+            .hard
+            .desc_runs(sl)
+            .map(|k| (target - pass(k)).abs())
+            .peekable();
+        let (mut scored, mut left) = (0, n);
+        for &(d, _, id) in ranked {
+            while left > 0 {
+                // At equal distance the hard side first, as in `pick_medium`.
+                let took = match (up.peek(), down.peek()) {
+                    (Some(&u), Some(&h)) if u < h => up.next_if(|&x| x < d),
+                    (Some(_), None) => up.next_if(|&x| x < d),
+                    _ => down.next_if(|&x| x < d),
+                };
+                if took.is_none() {
+                    break;
+                }
+                scored += 1;
+                left -= 1;
+            }
+            left -= left.min(p.cold.queue_len(id));
+            if left == 0 {
+                break;
+            }
+        }
+        scored
     }
 
     fn pick_cold_fifo(&mut self, want: usize, out: &mut Vec<u32>) {
