@@ -57,6 +57,19 @@ def test_scored_prompts_and_cold_estimates_are_ranked_on_one_scale(cold_prior, f
     assert len(drawn | set(pool.sample(6).tolist())) == 8
 
 
+@pytest.mark.parametrize("explore", [0.0, 0.5])
+def test_one_scale_with_several_cold_queues(explore):
+    """Grouped cold queues far from the target: the scored prompts nearer it still take their share
+    of the batch; the explore share stays cold."""
+    pool = prior_pool(boundary="absolute", target=0.5, reinsert="immediate", explore=explore)
+    cold = pool.add([f"c{i}" for i in range(8)], group=[i % 2 for i in range(8)],
+                    prior=np.full(8, 0.95), confidence=np.full(8, 100.0))  # fmt: skip
+    scored = pool.add(["s0", "s1"], rewards=[0.5, 0.5])
+    drawn = pool.sample(6).tolist()
+    assert set(scored.tolist()) <= set(drawn)
+    assert len(set(drawn) & set(cold.tolist())) == 4
+
+
 def test_one_scale_needs_a_distance_rule_for_scored_prompts():
     """Quantile boundary (or a weighted sampling mode): cold prompts first, as before."""
     for cfg in (dict(target=0.5), dict(boundary="absolute", target=0.5, sampling="uniform")):

@@ -102,7 +102,9 @@ impl Pool {
         }
         let x = self.cfg.explore * m as f64;
         let explore = x as usize + usize::from(self.rng.unit() < x.fract());
-        let exploit = want - explore - self.scored_nearer(&ranked, m - explore, target);
+        // The scored share is left for the caller to draw.
+        let want = want - self.scored_nearer(&ranked, m - explore, target);
+        let exploit = want - explore;
         for &(_, _, id) in &ranked {
             while out.len() < exploit {
                 match self.parts.pop_cold(&mut self.slots, Some(id)) {
