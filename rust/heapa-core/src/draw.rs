@@ -509,6 +509,23 @@ mod tests {
         }
     }
 
+    /// A draw index over slots `0..scores.len()` with these scores.
+    fn filled(weight: Weight, scores: &[f32]) -> Draw {
+        let mut d = Draw::new(weight);
+        d.grow(scores.len());
+        for (i, &s) in scores.iter().enumerate() {
+            d.insert(i as u32, s);
+        }
+        d
+    }
+
+    /// Panics unless `hits / n` is within 5 standard errors of `p`.
+    fn assert_frequency(hits: usize, n: usize, p: f64, what: &str) {
+        let got = hits as f64 / n as f64;
+        let sd = (p * (1.0 - p) / n as f64).sqrt();
+        assert!((got - p).abs() < 5.0 * sd, "{what}: {got} vs {p}");
+    }
+
     #[test]
     fn prioritized_draws_are_proportional_to_weights() {
         let weight = Weight::Prioritized {
@@ -522,18 +539,11 @@ mod tests {
         let mut hits = [0usize; 5];
         let n = 200_000;
         for _ in 0..n {
-            let mut d = Draw::new(weight);
-            d.grow(5);
-            for (i, &s) in scores.iter().enumerate() {
-                d.insert(i as u32, s);
-            }
+            let mut d = filled(weight, &scores);
             hits[d.draw(&mut rng, 1, |s| scores[s as usize])[0] as usize] += 1;
         }
         for i in 0..5 {
-            let p = w[i] / total;
-            let got = hits[i] as f64 / n as f64;
-            let sd = (p * (1.0 - p) / n as f64).sqrt();
-            assert!((got - p).abs() < 5.0 * sd, "slot {i}: {got} vs {p}");
+            assert_frequency(hits[i], n, w[i] / total, &format!("slot {i}"));
         }
     }
 
@@ -553,11 +563,7 @@ mod tests {
         let mut hits = [[0usize; 4]; 4];
         let n = 200_000;
         for _ in 0..n {
-            let mut d = Draw::new(weight);
-            d.grow(4);
-            for (i, &s) in scores.iter().enumerate() {
-                d.insert(i as u32, s);
-            }
+            let mut d = filled(weight, &scores);
             let got = d.draw(&mut rng, 4, |s| scores[s as usize]);
             let mut sorted = got.clone();
             sorted.sort_unstable();
@@ -568,9 +574,7 @@ mod tests {
         for i in 0..4 {
             for j in (0..4).filter(|&j| j != i) {
                 let p = w[i] / total * w[j] / (total - w[i]);
-                let got = hits[i][j] as f64 / n as f64;
-                let sd = (p * (1.0 - p) / n as f64).sqrt();
-                assert!((got - p).abs() < 5.0 * sd, "({i}, {j}): {got} vs {p}");
+                assert_frequency(hits[i][j], n, p, &format!("({i}, {j})"));
             }
         }
     }
