@@ -116,14 +116,19 @@ impl Side {
                 End::Highest => next.extend(self.keys.iter().rev().take(want)),
             }
             let live: Vec<bool> = next.iter().map(|&k| self.is_live(slots, k)).collect();
-            for (&k, live) in next.iter().zip(live) {
-                match end {
-                    End::Lowest => self.keys.pop_first(),
-                    End::Highest => self.keys.pop_last(),
-                };
-                if live {
-                    out.push(k);
+            out.extend(
+                next.iter()
+                    .zip(live)
+                    .filter_map(|(&k, live)| live.then_some(k)),
+            );
+            // One split instead of a B-tree pop per key.
+            let edge = *next.last().expect("the side is not empty");
+            match end {
+                End::Lowest if next.len() < self.keys.len() => {
+                    self.keys = self.keys.split_off(&(edge + 1))
                 }
+                End::Highest if next.len() < self.keys.len() => drop(self.keys.split_off(&edge)),
+                _ => self.keys.clear(),
             }
         }
         self.live -= out.len();
