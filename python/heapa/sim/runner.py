@@ -167,17 +167,9 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
         n_kept = 0
         for _ in range(sp.max_gen_batches if sp.dapo_filter else 1):
             if oracle_groups is not None:
-                rows = oracle_groups.pick(L.theta, B)
-                n = rows.shape[0]
-                s = L.strength(rows, t)
-                k = rng.binomial(G, L.pass_prob(rows, s))
-                rollouts += n * G
-                groups += n
-                inf = (k > 0) & (k < G)
-                informative_groups += int(inf.sum())
-                parts.append((rows.astype(np.uint64), rows, s, k, inf))  # (the oracle reports nothing)
-                break
-            if sp.oracle:
+                rows = oracle_groups.pick(L.theta, B)  # chosen outside the pool, which is told nothing
+                ids = rows.astype(np.uint64)
+            elif sp.oracle:
                 ids = pool.sample(len(pool))
                 rows = row_of[ids]
                 gap = np.abs(L.pass_prob(rows, L.strength(rows, t)) - 0.5) + 1e-9 * rng.random(ids.shape[0])
@@ -191,13 +183,17 @@ def run_one(sc: Scenario, sp: Sampler, seed: int) -> RunResult:
             n = ids.shape[0]
             if n == 0:
                 break
-            rows = row_of[ids]
+            if oracle_groups is None:
+                rows = row_of[ids]
             s = L.strength(rows, t)
             k = rng.binomial(G, L.pass_prob(rows, s))
             rollouts += n * G
             groups += n
             inf = (k > 0) & (k < G)
             informative_groups += int(inf.sum())
+            if oracle_groups is not None:
+                parts.append((ids, rows, s, k, inf))
+                break
             pool.report(ids, k / G, n_rollouts=np.full(n, G, dtype=np.uint32), n_correct=k, step=t)
             if sp.dapo_filter:
                 sel = np.flatnonzero(inf)[: B - n_kept]
