@@ -1123,3 +1123,13 @@ def test_named_presets():
     assert PoolConfig.from_dict({**PoolConfig().to_dict(), **SAMPLERS["heapa_paper"].pool}) == PoolConfig.paper()
     with pytest.raises(InvalidInputError, match="bogus"):
         PoolConfig.frontier(bogus=1)
+
+
+def test_release_in_flight_returns_what_a_restored_pool_had_drawn():
+    pool = Pool(PoolConfig(capacity=10))
+    ids = pool.add([f"q{i}" for i in range(6)])
+    drawn = pool.sample(4)
+    restored = Pool.from_bytes(pool.to_bytes())
+    assert sorted(restored.release_in_flight().tolist()) == sorted(drawn.tolist())
+    assert restored.stats()["in_flight"] == 0 and len(restored.ids("cold")) == len(ids)
+    assert restored.release_in_flight().tolist() == []

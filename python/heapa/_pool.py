@@ -267,6 +267,13 @@ class Pool:
         """Returns in-flight prompts that were never reported, unchanged."""
         self._core.release(A.ids(ids))
 
+    def release_in_flight(self) -> np.ndarray:
+        """Releases every prompt in flight and returns their ids: what a pool restored from a
+        checkpoint does first, since the rollouts of the prompts it had drawn are gone."""
+        ids = self.ids("in_flight")
+        self.release(ids)
+        return ids
+
     def refresh(
         self,
         mode: Literal["path", "children"] = "path",

@@ -207,12 +207,11 @@ class PoolActor:
                     "pass config=None to resume it as saved, or another checkpoint path"
                 )
             loaded = pool.fingerprint()
-            in_flight = pool.ids("in_flight")
-            pool.release(in_flight)
+            released = pool.release_in_flight()
             self._restored = {
                 "path": self._checkpoint,
                 "loaded_fingerprint": loaded,
-                "released": len(in_flight),
+                "released": len(released),
                 "fingerprint": pool.fingerprint(),
             }
         else:

@@ -220,7 +220,7 @@ class HeaPADataSource(DataSource):
             logger.info("heapa: pool actor restores itself from its own checkpoint; %s not loaded", path)
             return
         pool = Pool.load(path)
-        pool.release(pool.ids("in_flight"))
+        pool.release_in_flight()
         self.pool = pool
         self._in_flight.clear()
 

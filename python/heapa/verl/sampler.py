@@ -200,7 +200,7 @@ class HeaPASampler(AbstractCurriculumSampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores the pool; prompts that were in flight when it was saved are released (never lost)."""
         pool = Pool.from_bytes(state["pool"])
-        pool.release(pool.ids("in_flight"))
+        pool.release_in_flight()
         self.pool = pool
         self._row_ids = np.asarray(state["row_ids"], dtype=np.uint64)
         self.n_rows = len(self._row_ids)

@@ -131,7 +131,7 @@ class PoolSource:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores the pool; prompts in flight when it was saved are released (never lost)."""
         pool = Pool.from_bytes(state["pool"])
-        pool.release(pool.ids("in_flight"))
+        pool.release_in_flight()
         self.pool = pool
         self.row_ids = np.asarray(state["row_ids"], dtype=np.uint64)
         self.clock = int(state.get("clock", 0))
