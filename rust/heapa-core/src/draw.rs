@@ -248,9 +248,6 @@ fn rank_of(proposal: u64) -> u64 {
     (proposal >> INDEX_BITS) & u64::from(u32::MAX)
 }
 
-/// A proposal that repeats an earlier one of its round.
-const REPEAT: (u32, u32, u32) = (u32::MAX, u32::MAX, u32::MAX);
-
 /// Resolution of the class bounds.
 const UNIT: f64 = (1u64 << 20) as f64;
 
@@ -359,9 +356,10 @@ impl Draw {
         // class << 55 | rank << 23 | proposal index: sorting groups each
         // class's ranks in order, repeats adjacent and the first one first.
         let mut order: Vec<u64> = Vec::new();
-        let mut located: Vec<(u32, u32, u32)> = Vec::new();
-        // Each proposal's (slot, class).
-        let mut picked: Vec<(u32, usize)> = Vec::new();
+        // Each proposal's (class, block, rank in the block), then its
+        // (slot, class); `None` for a repeat of an earlier proposal.
+        let mut located: Vec<Option<(usize, u32, u32)>> = Vec::new();
+        let mut picked: Vec<Option<(u32, usize)>> = Vec::new();
         let mut unit_of: Vec<f64> = Vec::new();
         let mut mass_through: Vec<u64> = Vec::new();
         let weighted = matches!(self.weight, Weight::Prioritized { .. });
@@ -389,10 +387,9 @@ impl Draw {
                 }
             }
             order.sort_unstable();
-            // Each proposal's class, block and rank in the block, found with
-            // the counts only; a repeat keeps `REPEAT`.
+            // Blocks found with the counts only.
             located.clear();
-            located.resize(m, REPEAT);
+            located.resize(m, None);
             let mut at = 0;
             while at < m {
                 let c = (order[at] >> CLASS_SHIFT) as usize;
@@ -405,7 +402,7 @@ impl Draw {
                         let o = *entries.next().expect("one block per rank");
                         let rank = rank_of(o);
                         if rank != last {
-                            located[(o & INDEX_MASK) as usize] = (c as u32, block as u32, rem);
+                            located[(o & INDEX_MASK) as usize] = Some((c, block as u32, rem));
                             last = rank;
                         }
                     },
@@ -415,24 +412,23 @@ impl Draw {
             // The words are what misses the cache (a bitset per class): read
             // them all first, without branches, so the misses overlap.
             let mut touched = 0u64;
-            for &(c, block, _) in &located {
-                if c != REPEAT.0 {
-                    touched ^= self.classes[c as usize].touch(block as usize);
-                }
+            for &(c, block, _) in located.iter().flatten() {
+                touched ^= self.classes[c].touch(block as usize);
             }
             std::hint::black_box(touched);
+            // Every slot is selected before any is removed: a removal would
+            // shift the ranks within its block.
             picked.clear();
-            picked.extend(located.iter().map(|&(c, block, rem)| match c {
-                u32::MAX => (u32::MAX, usize::MAX),
-                _ => (
-                    self.classes[c as usize].select_in_block(block as usize, rem) as u32,
-                    c as usize,
-                ),
+            picked.extend(located.iter().map(|l| {
+                l.map(|(c, block, rem)| {
+                    (
+                        self.classes[c].select_in_block(block as usize, rem) as u32,
+                        c,
+                    )
+                })
             }));
-            for (i, &(slot, c)) in picked.iter().enumerate() {
-                if c == usize::MAX {
-                    continue;
-                }
+            for (i, &p) in picked.iter().enumerate() {
+                let Some((slot, c)) = p else { continue };
                 let accept = !weighted || {
                     let u = unit_of[i];
                     u < self.sure[c] || u * self.bounds[c] < self.weight.of(score(slot))
