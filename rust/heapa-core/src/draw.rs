@@ -20,29 +20,49 @@
 //!
 //! Cost: a bitset of one bit per slot per occupied class (128 KB for 1M slots
 //! in uniform mode; 28 classes span the default prioritized weights) with
-//! 16-bit counts per 512 bits; inserting or removing a slot is O(1).
+//! 16-bit running counts per 256 bits; inserting or removing a slot is O(1).
 
 use crate::rng::Rng;
 
-const BLOCK_WORDS: usize = 8;
+const BLOCK_WORDS: usize = 4;
 const BLOCK_BITS: usize = BLOCK_WORDS * 64;
-/// Blocks per super-block (8,192 bits): few enough that finding a block
-/// within its super-block is short, many enough that a batch scans the
-/// super-block counts of a class quickly.
-const SUPER_BLOCKS: usize = 16;
+/// Blocks per super-block (8,192 bits): their running counts fill one cache
+/// line, and finding a block among them is 32 comparisons that vectorise;
+/// small blocks keep the bit counting of a selection short.
+const SUPER_BLOCKS: usize = 32;
 /// Classes per doubling of the weight.
 const PER_OCTAVE: f64 = 8.0;
 /// Weights spanning more than 2^64 share the top class (its acceptance rate
 /// can then drop; only extreme temperatures reach it).
 const MAX_CLASSES: usize = 512;
 
-/// A bitset with rank selection: set-bit counts per 512-bit block and per
-/// 16-block super-block, so an update is O(1) and a batch of sorted ranks
-/// is selected in one forward pass.
+/// `FROM[at][j]` is 1 for `j >= at`: what a running count at `j` changes by
+/// when a bit in block `at` of its super-block is set or cleared.
+static FROM: [[u16; SUPER_BLOCKS]; SUPER_BLOCKS] = {
+    let mut t = [[0u16; SUPER_BLOCKS]; SUPER_BLOCKS];
+    let mut at = 0;
+    while at < SUPER_BLOCKS {
+        let mut j = at;
+        while j < SUPER_BLOCKS {
+            t[at][j] = 1;
+            j += 1;
+        }
+        at += 1;
+    }
+    t
+};
+
+/// A bitset with rank selection: per 256-bit block, the set bits from the
+/// start of its 32-block super-block through that block, and per super-block
+/// its count; so an update is O(1) (one super-block's entries) and a batch
+/// of sorted ranks is selected in one forward pass.
 #[derive(Clone, Debug, Default)]
 struct RankBits {
     words: Vec<u64>,
-    blocks: Vec<u16>,
+    /// Running counts within each super-block (the last super-block padded
+    /// to full length): finding a rank's block is then a count of entries
+    /// at or below it, with no dependency from one entry to the next.
+    through: Vec<u16>,
     supers: Vec<u32>,
     count: usize,
 }
@@ -55,7 +75,7 @@ impl RankBits {
     }
 
     fn bytes(&self) -> usize {
-        self.words.capacity() * 8 + self.blocks.capacity() * 2 + self.supers.capacity() * 4
+        self.words.capacity() * 8 + self.through.capacity() * 2 + self.supers.capacity() * 4
     }
 
     /// Makes room for bits `0..n`.
@@ -65,9 +85,21 @@ impl RankBits {
             return;
         }
         self.words.resize(words, 0);
-        let blocks = words.div_ceil(BLOCK_WORDS);
-        self.blocks.resize(blocks, 0);
-        self.supers.resize(blocks.div_ceil(SUPER_BLOCKS), 0);
+        let supers = words.div_ceil(BLOCK_WORDS * SUPER_BLOCKS);
+        // New blocks hold no bits: in the last old super-block their running
+        // count is already its total (the padding), in new ones 0.
+        self.through.resize(supers * SUPER_BLOCKS, 0);
+        self.supers.resize(supers, 0);
+    }
+
+    /// The running counts of the super-block holding `block`, and `block`'s
+    /// index among them.
+    fn super_of(&mut self, block: usize) -> (&mut [u16; SUPER_BLOCKS], usize) {
+        let first = block - block % SUPER_BLOCKS;
+        let run = (&mut self.through[first..first + SUPER_BLOCKS])
+            .try_into()
+            .expect("a whole super-block");
+        (run, block - first)
     }
 
     fn insert(&mut self, bit: usize) {
@@ -76,8 +108,11 @@ impl RankBits {
         self.words[w] |= m;
         self.count += 1;
         let b = bit / BLOCK_BITS;
-        self.blocks[b] += 1;
         self.supers[b / SUPER_BLOCKS] += 1;
+        let (run, at) = self.super_of(b);
+        for (t, m) in run.iter_mut().zip(&FROM[at]) {
+            *t = t.wrapping_add(*m);
+        }
     }
 
     fn remove(&mut self, bit: usize) {
@@ -86,14 +121,18 @@ impl RankBits {
         self.words[w] &= !m;
         self.count -= 1;
         let b = bit / BLOCK_BITS;
-        self.blocks[b] -= 1;
         self.supers[b / SUPER_BLOCKS] -= 1;
+        let (run, at) = self.super_of(b);
+        for (t, m) in run.iter_mut().zip(&FROM[at]) {
+            *t = t.wrapping_sub(*m);
+        }
     }
 
     /// For each of `ranks` (ascending, each `< count`, repeats allowed): the
     /// block holding that set bit and its rank within the block, in one
     /// forward pass over the counts (which stay in cache; the words are not
     /// read).
+    #[inline(always)]
     fn locate_sorted(
         &self,
         ranks: impl IntoIterator<Item = usize>,
@@ -107,30 +146,30 @@ impl RankBits {
                 before_sup += self.supers[sup] as usize;
                 sup += 1;
             }
-            // The block within the super-block, without branches on the
-            // counts (as in `select_in_block`).
             let first = sup * SUPER_BLOCKS;
-            let blocks = &self.blocks[first..(first + SUPER_BLOCKS).min(self.blocks.len())];
-            let rem = r - before_sup;
-            let (mut seen, mut at, mut before) = (0, 0, 0);
-            for &b in blocks {
-                seen += b as usize;
-                let past = seen <= rem;
-                at += usize::from(past);
-                before = if past { seen } else { before };
-            }
-            found(first + at, (rem - before) as u32);
+            let run: &[u16; SUPER_BLOCKS] = self.through[first..first + SUPER_BLOCKS]
+                .try_into()
+                .expect("a whole super-block");
+            // rem < the super-block's count <= 8,192.
+            let rem = (r - before_sup) as u16;
+            // The block is the number of running counts at or below `rem`
+            // (independent comparisons, which vectorise).
+            let at: usize = run.iter().map(|&t| usize::from(t <= rem)).sum();
+            let before = at.checked_sub(1).map_or(0, |i| run[i]);
+            found(first + at, u32::from(rem - before));
         }
     }
 
     /// Reads both ends of a block's words (a cache line or two) and returns
     /// them, so that a loop of touches overlaps its cache misses.
+    #[inline(always)]
     fn touch(&self, block: usize) -> u64 {
         let w = block * BLOCK_WORDS;
         self.words[w] ^ self.words[(w + BLOCK_WORDS).min(self.words.len()) - 1]
     }
 
     /// The index of the set bit with rank `rem` within block `block`.
+    #[inline(always)]
     fn select_in_block(&self, block: usize, rem: u32) -> usize {
         // Without branches on the data (a mispredicted branch per rank cost
         // more than the arithmetic): the word is the number of words whose
@@ -151,6 +190,7 @@ impl RankBits {
 /// Position of the `r`-th set bit of `w` (r < popcount), without branches:
 /// byte counts and their running sums in one multiply, the byte holding the
 /// bit by comparing all eight sums at once, then a table lookup.
+#[inline(always)]
 fn select_in_word(w: u64, r: u32) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -352,6 +392,11 @@ impl Draw {
     /// still undrawn (rejection sampling); what a round accepts is removed
     /// before the next.
     pub fn draw(&mut self, rng: &mut Rng, k: usize, score: impl Fn(u32) -> f32) -> Vec<u32> {
+        self.draw_rounds(rng, k, score)
+    }
+
+    #[inline(always)]
+    fn draw_rounds(&mut self, rng: &mut Rng, k: usize, score: impl Fn(u32) -> f32) -> Vec<u32> {
         let mut out = Vec::with_capacity(k.min(self.len));
         // class << 55 | rank << 23 | proposal index: sorting groups each
         // class's ranks in order, repeats adjacent and the first one first.
@@ -484,6 +529,9 @@ mod tests {
         b.grow(300_000);
         b.insert(299_999);
         assert_eq!(select(&b, &[b.count - 1]), [299_999]);
+        // A bit in a block that was the last super-block's padding.
+        b.insert(200_500);
+        assert_eq!(select(&b, &[b.count - 2, b.count - 1]), [200_500, 299_999]);
     }
 
     #[test]
