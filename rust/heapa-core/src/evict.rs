@@ -16,14 +16,14 @@ impl Pool {
     pub(crate) fn victim(&self) -> Option<Victim> {
         let scored = match self.cfg.eviction {
             Eviction::Hardest => {
-                let live = self.parts.hard.first().or(self.parts.easy.first());
+                let live = self.parts.scored.first();
                 match (live, self.parts.archive.first().copied()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
             }
             Eviction::Easiest => {
-                let live = self.parts.easy.last().or(self.parts.hard.last());
+                let live = self.parts.scored.last();
                 match (live, self.parts.archive.last().copied()) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),

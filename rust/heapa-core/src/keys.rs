@@ -38,22 +38,25 @@ pub fn key_score(k: Key) -> f32 {
     f32::from_bits(b)
 }
 
-/// Keys from the highest score down, each score's run in ascending order
-/// (least recently trained first): what the hard side's "nearest the
-/// boundary first" means. O(log n) per distinct score visited.
+/// Keys in `[lo, below)` from the highest score down, each score's run in
+/// ascending order (least recently trained first): what "nearest the
+/// boundary first" means on the hard side. O(log n) per distinct score
+/// visited.
 pub struct DescRuns<'a> {
     set: &'a BTreeSet<Key>,
     run: Option<std::collections::btree_set::Range<'a, Key>>,
+    lo: Key,
     /// Exclusive upper bound of the runs not yet visited.
     below: Option<Key>,
 }
 
 impl<'a> DescRuns<'a> {
-    pub fn new(set: &'a BTreeSet<Key>) -> Self {
+    pub fn new(set: &'a BTreeSet<Key>, lo: Key, below: Option<Key>) -> Self {
         DescRuns {
             set,
             run: None,
-            below: None,
+            lo,
+            below,
         }
     }
 }
@@ -67,10 +70,11 @@ impl Iterator for DescRuns<'_> {
                 return Some(*k);
             }
             let last = match self.below {
-                None => self.set.last(),
-                Some(b) => self.set.range(..b).next_back(),
+                None => self.set.range(self.lo..).next_back(),
+                Some(b) if b <= self.lo => None,
+                Some(b) => self.set.range(self.lo..b).next_back(),
             }?;
-            let start = run_start(*last);
+            let start = run_start(*last).max(self.lo);
             self.run = Some(match self.below {
                 None => self.set.range(start..),
                 Some(b) => self.set.range(start..b),

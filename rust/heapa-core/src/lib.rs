@@ -20,7 +20,7 @@ pub mod payload;
 mod pool;
 mod rng;
 mod sample;
-mod side;
+mod scored;
 mod slots;
 pub mod snapshot;
 

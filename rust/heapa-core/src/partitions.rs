@@ -1,5 +1,6 @@
-//! Where every held prompt is: the cold queue, the hard and easy sides, the
-//! archive, the cooling set, in flight, and the weighted-draw index.
+//! Where every held prompt is: the cold queue, the scored set (its hard and
+//! easy ranges), the archive, the cooling set, in flight, and the
+//! weighted-draw index.
 //!
 //! `Partitions` is the only code that changes a slot's state; every move
 //! keeps the sets, the state column, the weights and the in-flight count in
@@ -13,9 +14,9 @@ use std::collections::BTreeSet;
 use crate::cold::{ColdQueues, QueueId};
 use crate::config::{Boundary, Cold, Config, Sampling};
 use crate::draw::{Draw, Weight};
-use crate::keys::{key_score, key_slot, store_score, Key};
+use crate::keys::{key, key_slot, store_score, Key};
 use crate::rng::Rng;
-use crate::side::{End, Side};
+use crate::scored::Scored;
 use crate::slots::{Slots, State};
 
 /// Where hard ends and easy begins.
@@ -31,8 +32,8 @@ pub(crate) struct Partitions {
     split: Split,
     /// Unscored prompts, FIFO by insertion sequence.
     pub cold: ColdQueues,
-    pub hard: Side,
-    pub easy: Side,
+    /// Hard and easy prompts, split at the boundary.
+    pub scored: Scored,
     /// Reported prompts waiting for on-drain reinsertion or cooling down
     /// (ordered by score: they are eviction candidates).
     pub archive: BTreeSet<Key>,
@@ -51,6 +52,12 @@ impl Partitions {
             Boundary::Quantile => Split::Quantile(cfg.low_fraction),
             Boundary::Absolute => Split::Absolute(store_score(cfg.normalize(cfg.target))),
         };
+        let cut = match split {
+            // Every key of a lower score sorts below the target's first key.
+            Split::Absolute(t) => key(t, 0, 0),
+            // Moved by `rebalance`.
+            Split::Quantile(_) => 0,
+        };
         let weight = match cfg.sampling {
             Sampling::Prioritized => Weight::Prioritized {
                 epsilon: cfg.priority_epsilon,
@@ -62,8 +69,7 @@ impl Partitions {
         Partitions {
             split,
             cold: ColdQueues::new(cfg.cold == Cold::Prior),
-            hard: Side::new(State::Hard),
-            easy: Side::new(State::Easy),
+            scored: Scored::new(cut),
             archive: BTreeSet::new(),
             cooling: BTreeSet::new(),
             draw: weighted.then(|| Draw::new(weight)),
@@ -73,7 +79,7 @@ impl Partitions {
 
     /// Scored prompts that can be drawn (hard + easy).
     pub fn scored(&self) -> usize {
-        self.hard.len() + self.easy.len()
+        self.scored.len()
     }
 
     /// Prompts that can be drawn (cold + hard + easy).
@@ -95,22 +101,10 @@ impl Partitions {
         slots.set_state(slot, State::Cold);
     }
 
-    /// Puts a scored slot into the hard or easy side (the caller rebalances).
+    /// Puts a scored slot into the hard or easy range, by the cut (the
+    /// caller rebalances).
     pub fn place_scored(&mut self, slots: &mut Slots, slot: u32) {
-        let k = slots.key(slot);
-        let to_hard = match self.split {
-            Split::Absolute(t) => key_score(k) < t,
-            // Up to the easy side's first key it is hard: every hard key stays
-            // below every easy key, and `rebalance` restores the split.
-            Split::Quantile(_) => self.easy.first().is_none_or(|e| k <= e),
-        };
-        let st = if to_hard {
-            self.hard.insert(k);
-            State::Hard
-        } else {
-            self.easy.insert(k);
-            State::Easy
-        };
+        let st = self.scored.insert(slots.key(slot));
         slots.set_state(slot, st);
         if let Some(d) = self.draw.as_mut() {
             d.insert(slot, slots.score[slot as usize]);
@@ -179,7 +173,7 @@ impl Partitions {
 
     /// Up to `need` hard or easy prompts drawn by weight (uniform /
     /// prioritized modes), now in flight. Their keys are forgotten, not
-    /// removed: they are scattered over the sets (see [`Side`]).
+    /// removed: they are scattered over the set (see [`Scored`]).
     pub fn draw_weighted(&mut self, slots: &mut Slots, rng: &mut Rng, need: usize) -> Vec<u32> {
         let d = self
             .draw
@@ -195,10 +189,8 @@ impl Partitions {
             hard += usize::from(st == State::Hard);
             slots.set_state(slot, State::InFlight);
         }
-        self.hard.forget(hard);
-        self.easy.forget(out.len() - hard);
-        self.hard.settle(slots);
-        self.easy.settle(slots);
+        self.scored.forget(hard, out.len() - hard);
+        self.scored.settle(slots);
         self.in_flight += out.len() as u64;
         out
     }
@@ -253,12 +245,8 @@ impl Partitions {
             State::Cold => {
                 self.cold.remove(slots, slot);
             }
-            st @ (State::Hard | State::Easy) => {
-                if st == State::Hard {
-                    self.hard.remove(slots, k);
-                } else {
-                    self.easy.remove(slots, k);
-                }
+            State::Hard | State::Easy => {
+                self.scored.remove(slots, k);
                 if let Some(d) = self.draw.as_mut() {
                     d.remove(slot, slots.score[slot as usize]);
                 }
@@ -277,7 +265,7 @@ impl Partitions {
     pub fn split_point(&self, live: &[Key]) -> usize {
         match self.split {
             Split::Quantile(q) => quantile_count(q, live.len()),
-            Split::Absolute(t) => live.partition_point(|&k| key_score(k) < t),
+            Split::Absolute(_) => live.partition_point(|&k| k < self.scored.cut()),
         }
     }
 
@@ -290,23 +278,12 @@ impl Partitions {
     }
 
     /// Restores the exact quantile split: hard = the round(q·s) lowest keys
-    /// (under an absolute boundary every placement is already final).
+    /// (under an absolute boundary the cut is fixed and every placement
+    /// final).
     pub fn rebalance(&mut self, slots: &mut Slots) {
-        let Split::Quantile(q) = self.split else {
-            return;
-        };
-        let target = quantile_count(q, self.scored());
-        let hard = self.hard.len();
-        if hard > target {
-            for k in self.hard.pop_end(slots, hard - target, End::Highest) {
-                self.easy.insert(k);
-                slots.set_state(key_slot(k), State::Easy);
-            }
-        } else if hard < target {
-            for k in self.easy.pop_end(slots, target - hard, End::Lowest) {
-                self.hard.insert(k);
-                slots.set_state(key_slot(k), State::Hard);
-            }
+        if let Split::Quantile(q) = self.split {
+            let hard = quantile_count(q, self.scored());
+            self.scored.move_cut(slots, hard);
         }
     }
 
@@ -330,8 +307,12 @@ impl Partitions {
                 d.insert(key_slot(k), slots.score[key_slot(k) as usize]);
             }
         }
-        self.easy.set_sorted(&live[split..]);
-        self.hard.set_sorted(&live[..split]);
+        let cut = match self.split {
+            Split::Absolute(_) => self.scored.cut(),
+            // Just above the last hard key, so the easy range starts at `split`.
+            Split::Quantile(_) => live[..split].last().map_or(0, |&k| k + 1),
+        };
+        self.scored.set_sorted(&live, cut);
         self.archive = archived.into_iter().collect();
     }
 
@@ -352,9 +333,7 @@ impl Partitions {
             changed[slot as usize] = true;
         }
         let unchanged = |k: &Key| !changed[key_slot(*k) as usize];
-        // Every hard key is below every easy key, so hard ++ easy is sorted.
-        let mut live = self.hard.take(slots);
-        live.extend(self.easy.take(slots));
+        let mut live = self.scored.take(slots);
         live.retain(unchanged);
         let mut archive: Vec<Key> = std::mem::take(&mut self.archive).into_iter().collect();
         archive.retain(unchanged);
@@ -368,7 +347,7 @@ impl Partitions {
     /// Bytes of the sets and weights. B-tree overhead is estimated from std's
     /// node layout (11 keys per node at roughly 70% fill).
     pub fn memory_bytes(&self) -> usize {
-        (self.hard.entries() + self.easy.entries() + self.archive.len() + self.cold.len()) * 26
+        (self.scored.entries() + self.archive.len() + self.cold.len()) * 26
             + self.cooling.len() * 40
             + self.draw.as_ref().map_or(0, Draw::bytes)
     }
@@ -376,13 +355,9 @@ impl Partitions {
     /// Panics if the sets disagree with the state column (tests; O(n)).
     pub fn check(&self, slots: &Slots, revisit: bool) {
         if let Split::Quantile(q) = self.split {
-            assert_eq!(self.hard.len(), quantile_count(q, self.scored()));
+            assert_eq!(self.scored.hard_len(), quantile_count(q, self.scored()));
         }
-        if let (Some(h), Some(e)) = (self.hard.last(), self.easy.first()) {
-            assert!(h < e);
-        }
-        self.hard.check(slots);
-        self.easy.check(slots);
+        self.scored.check(slots);
         if let Some(d) = &self.draw {
             assert_eq!(d.len(), self.scored(), "drawable = hard + easy");
         }
@@ -392,8 +367,8 @@ impl Partitions {
         }
         assert_eq!(counts[State::Cold as usize], self.cold.len());
         self.cold.check(slots);
-        assert_eq!(counts[State::Hard as usize], self.hard.len());
-        assert_eq!(counts[State::Easy as usize], self.easy.len());
+        assert_eq!(counts[State::Hard as usize], self.scored.hard_len());
+        assert_eq!(counts[State::Easy as usize], self.scored.easy_len());
         assert_eq!(counts[State::Archived as usize], self.archive.len());
         assert_eq!(counts[State::InFlight as usize] as u64, self.in_flight);
         if revisit {

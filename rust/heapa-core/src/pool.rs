@@ -715,8 +715,8 @@ impl Pool {
                 .into_iter()
                 .map(|s| self.id_of(s))
                 .collect(),
-            State::Hard => ids(&mut self.parts.hard.iter(&self.slots)),
-            State::Easy => ids(&mut self.parts.easy.iter(&self.slots)),
+            State::Hard => ids(&mut self.parts.scored.hard(&self.slots)),
+            State::Easy => ids(&mut self.parts.scored.easy(&self.slots)),
             State::Archived => ids(&mut self.parts.archive.iter().copied()),
             State::InFlight => (0..self.slots.len() as u32)
                 .filter(|&s| self.state(s) == State::InFlight)
@@ -744,12 +744,13 @@ impl Pool {
     pub fn boundary(&self) -> f64 {
         match self.cfg.boundary {
             Boundary::Absolute => self.cfg.target,
-            Boundary::Quantile => self
-                .parts
-                .easy
-                .first()
-                .or(self.parts.hard.last())
-                .map_or(f64::NAN, |k| self.cfg.denormalize(f64::from(key_score(k)))),
+            Boundary::Quantile => {
+                let s = &self.parts.scored;
+                s.easy(&self.slots)
+                    .next()
+                    .or_else(|| s.hard(&self.slots).next_back())
+                    .map_or(f64::NAN, |k| self.cfg.denormalize(f64::from(key_score(k))))
+            }
         }
     }
 
@@ -769,8 +770,8 @@ impl Pool {
         let p = &self.parts;
         let (cold, hard, easy) = (
             p.cold.len() as u64,
-            p.hard.len() as u64,
-            p.easy.len() as u64,
+            p.scored.hard_len() as u64,
+            p.scored.easy_len() as u64,
         );
         Stats {
             size: cold + hard + easy,

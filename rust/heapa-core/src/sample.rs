@@ -5,7 +5,7 @@ use crate::config::{Cold, Reinsert, Sampling};
 use crate::groups::Evidence;
 use crate::keys::{key_score, key_slot};
 use crate::pool::Pool;
-use crate::slots::NO_GROUP;
+use crate::slots::{State, NO_GROUP};
 
 impl Pool {
     /// Draws up to `k` prompts: cold first (FIFO), then by the sampling mode.
@@ -30,12 +30,7 @@ impl Pool {
         if need > 0 && scored > 0 {
             let picks = if need >= scored {
                 let (p, sl) = (&self.parts, &self.slots);
-                let all: Vec<u32> = p
-                    .hard
-                    .iter(sl)
-                    .chain(p.easy.iter(sl))
-                    .map(key_slot)
-                    .collect();
+                let all: Vec<u32> = p.scored.iter(sl).map(key_slot).collect();
                 self.parts.take_scored(&mut self.slots, &all);
                 all
             } else {
@@ -44,9 +39,9 @@ impl Pool {
                     Sampling::Mixed => {
                         let (p, sl) = (&self.parts, &self.slots);
                         let mut easiest: Vec<u32> = p
-                            .easy
-                            .desc_runs(sl)
-                            .chain(p.hard.desc_runs(sl))
+                            .scored
+                            .desc_runs(sl, State::Easy)
+                            .chain(p.scored.desc_runs(sl, State::Hard))
                             .take(need / 2)
                             .map(key_slot)
                             .collect();
@@ -138,10 +133,14 @@ impl Pool {
         }
         let (p, sl) = (&self.parts, &self.slots);
         let pass = |k| (f64::from(key_score(k)) + 1.0) * 0.5;
-        let mut up = p.easy.iter(sl).map(|k| (pass(k) - target).abs()).peekable();
+        let mut up = p
+            .scored
+            .easy(sl)
+            .map(|k| (pass(k) - target).abs())
+            .peekable();
         let mut down = p
-            .hard
-            .desc_runs(sl)
+            .scored
+            .desc_runs(sl, State::Hard)
             .map(|k| (target - pass(k)).abs())
             .peekable();
         let (mut scored, mut left) = (0, n);
@@ -216,8 +215,8 @@ impl Pool {
         let mut cand: Vec<u32> = Vec::with_capacity(want);
         // Nearest first on both sides; equal scores least recently trained first.
         let (p, sl) = (&self.parts, &self.slots);
-        let mut up = p.easy.iter(sl).peekable();
-        let mut down = p.hard.desc_runs(sl).peekable();
+        let mut up = p.scored.easy(sl).peekable();
+        let mut down = p.scored.desc_runs(sl, State::Hard).peekable();
         match self.parts.target() {
             // Alternate sides, easy side first (the reference's order).
             None => {
