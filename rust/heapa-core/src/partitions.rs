@@ -295,7 +295,7 @@ impl Partitions {
 
     // ---- bulk -------------------------------------------------------------------
 
-    /// Rebuilds the hard/easy sides and the archive from sorted keys (O(n)):
+    /// Rebuilds the scored set (its hard/easy split) and the archive from sorted keys (O(n)):
     /// `live` are every drawable scored prompt, `archived` every archived
     /// one. States and weights of the live prompts follow the split.
     pub fn rebuild(&mut self, slots: &mut Slots, live: Vec<Key>, archived: Vec<Key>) {

@@ -113,7 +113,7 @@ pub struct Pool {
     /// Free slots, reused last freed first.
     pub(crate) free: Stack<u32>,
     pub(crate) grave_gen: u64,
-    /// Cold queue, hard/easy sides, archive, cooling set, in flight, draw index.
+    /// Cold queue, scored set (hard/easy), archive, cooling set, in flight, draw index.
     pub(crate) parts: Partitions,
     /// Ids in insertion order (stale ids are skipped and compacted away): the
     /// topological order of the lineage forest, since children are newer.

@@ -281,3 +281,78 @@ impl Scored {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::key_score;
+    use crate::rng::Rng;
+
+    /// Slots `0..n` with scores on five levels, each placed in `set`.
+    fn placed(n: u32, set: &mut Scored) -> Slots {
+        let mut slots = Slots::default();
+        for s in 0..n {
+            slots.push_free();
+            slots.set_score(s, [-1.0, -0.5, 0.0, 0.5, 1.0][(s * 7 % 5) as usize]);
+            slots.set_seq(s, u64::from(s));
+            let st = set.insert(slots.key(s));
+            slots.set_state(s, st);
+        }
+        slots
+    }
+
+    /// The oracle's descending runs: by score from the highest, each run
+    /// ascending.
+    fn desc_runs(keys: &[Key]) -> Vec<Key> {
+        let mut v = keys.to_vec();
+        v.sort_by(|a, b| key_score(*b).total_cmp(&key_score(*a)).then(a.cmp(b)));
+        v
+    }
+
+    #[test]
+    fn the_cut_splits_the_live_keys_like_a_sorted_vector() {
+        let mut rng = Rng::new(5);
+        let mut set = Scored::new(0);
+        let mut slots = placed(300, &mut set);
+        // The oracle: the live keys, sorted.
+        let mut live: Vec<Key> = (0..300).map(|s| slots.key(s)).collect();
+        live.sort_unstable();
+        for round in 0..40 {
+            // Move the cut anywhere (often into a run of equal scores).
+            let hard = rng.below(live.len() as u64 + 1) as usize;
+            set.move_cut(&mut slots, hard);
+            set.check(&slots);
+            let h: Vec<Key> = set.hard(&slots).collect();
+            let e: Vec<Key> = set.easy(&slots).collect();
+            assert_eq!(h, live[..hard], "round {round}: hard");
+            assert_eq!(e, live[hard..], "round {round}: easy");
+            let h_runs: Vec<Key> = set.desc_runs(&slots, State::Hard).collect();
+            let e_runs: Vec<Key> = set.desc_runs(&slots, State::Easy).collect();
+            assert_eq!(h_runs, desc_runs(&h), "round {round}: hard runs");
+            assert_eq!(e_runs, desc_runs(&e), "round {round}: easy runs");
+            // Forget a few keys (drawn: stale), remove one now, and put
+            // back an earlier drawn one.
+            let mut gone = [0usize; 2];
+            for _ in 0..5.min(live.len()) {
+                let k = live.swap_remove(rng.below(live.len() as u64) as usize);
+                gone[usize::from(set.side_of(k) == State::Easy)] += 1;
+                slots.set_state(key_slot(k), State::InFlight);
+            }
+            set.forget(gone[0], gone[1]);
+            set.settle(&slots);
+            if let Some(k) = live.pop() {
+                set.remove(&slots, k);
+                slots.set_state(key_slot(k), State::Free);
+            }
+            let back = (0..300)
+                .find(|&s| slots.state(s) == State::InFlight)
+                .expect("a drawn slot");
+            let st = set.insert(slots.key(back));
+            slots.set_state(back, st);
+            live.push(slots.key(back));
+            live.sort_unstable();
+            set.move_cut(&mut slots, hard.min(live.len()));
+            set.check(&slots);
+        }
+    }
+}

@@ -593,7 +593,7 @@ fn million_deep_chain_refreshes_without_recursion() {
     assert_eq!(l.n_leaves[0], 1);
 }
 
-/// Weighted draws leave stale keys behind (see `side.rs`); through enough
+/// Weighted draws leave stale keys behind (see `scored.rs`); through enough
 /// steps to compact them several times, every invariant holds, and a pool
 /// rebuilt from a snapshot (no stale keys) draws exactly what the original
 /// draws.
