@@ -87,14 +87,19 @@ def length(x: Any, name: str) -> int:
     return len(x)
 
 
+def one_each(xs: Any, n: int, name: str, per: str = "prompt") -> Any:
+    """``xs`` if it holds ``n`` values (one per prompt, or per ``per``), else an error naming ``name``."""
+    if len(xs) != n:
+        raise InvalidInputError(f"{name}: expected length {n} (one per {per}), got {len(xs)}")
+    return xs
+
+
 def metadata(x: Any, n: int) -> list[bytes | None] | None:
     """Encodes per-prompt metadata as JSON bytes."""
     if x is None:
         return None
     length(x, "metadata")
-    xs = list(x)
-    if len(xs) != n:
-        raise InvalidInputError(f"metadata: expected length {n} (one per prompt), got {len(xs)}")
+    xs = one_each(list(x), n, "metadata")
     out: list[bytes | None] = []
     for i, m in enumerate(xs):
         if m is None:
@@ -114,9 +119,7 @@ def group_keys(x: Any, n: int) -> list[str | None]:
         raise InvalidInputError(f"group: expected one int or str per prompt, got {type(x).__name__}")
     if isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype.kind in "iu" and x.shape[0] == n:
         return np.char.add("i:", x.astype(str)).tolist()  # a million integer keys without a Python loop
-    keys = list(x.tolist() if isinstance(x, np.ndarray) else x)
-    if len(keys) != n:
-        raise InvalidInputError(f"group: expected length {n} (one per prompt), got {len(keys)}")
+    keys = one_each(list(x.tolist() if isinstance(x, np.ndarray) else x), n, "group")
     out: list[str | None] = []
     for i, k in enumerate(keys):
         if k is None:

@@ -130,8 +130,8 @@ def _pack(
         nc = None if n_correct is None else _wire_counts(n_correct, "n_correct")
         n = len(i)
         for name, col in (("rewards", r), ("n_rollouts", nr), ("n_correct", nc)):
-            if col is not None and len(col) != n:
-                raise InvalidInputError(f"{name}: expected length {n} (one per id), got {len(col)}")
+            if col is not None:
+                A.one_each(col, n, name, per="id")
         parts = [i, r] + [c for c in (nr, nc) if c is not None]
     n_rel = 0
     if release_ids is not None:

@@ -28,6 +28,9 @@ const MIN_STALE: usize = 4096;
 #[derive(Clone, Debug)]
 pub(crate) struct Scored {
     keys: BTreeSet<Key>,
+    /// The lowest and highest key, kept here: reading a B-tree's end walks
+    /// down from its root, and every `remove` checks both ends.
+    ends: Option<(Key, Key)>,
     /// Live keys below `cut` are hard, the others easy.
     cut: Key,
     hard: usize,
@@ -38,6 +41,7 @@ impl Scored {
     pub fn new(cut: Key) -> Scored {
         Scored {
             keys: BTreeSet::new(),
+            ends: None,
             cut,
             hard: 0,
             easy: 0,
@@ -66,12 +70,16 @@ impl Scored {
 
     /// The lowest live key (between batches).
     pub fn first(&self) -> Option<Key> {
-        self.keys.first().copied()
+        self.ends.map(|e| e.0)
     }
 
     /// The highest live key (between batches).
     pub fn last(&self) -> Option<Key> {
-        self.keys.last().copied()
+        self.ends.map(|e| e.1)
+    }
+
+    fn refresh_ends(&mut self) {
+        self.ends = self.keys.first().copied().zip(self.keys.last().copied());
     }
 
     /// Keys below this are hard.
@@ -105,6 +113,7 @@ impl Scored {
     /// A stale copy of the same key becomes live again.
     pub fn insert(&mut self, k: Key) -> State {
         self.keys.insert(k);
+        self.ends = Some(self.ends.map_or((k, k), |(lo, hi)| (lo.min(k), hi.max(k))));
         *self.count(k) += 1;
         self.side_of(k)
     }
@@ -115,7 +124,7 @@ impl Scored {
         debug_assert!(had, "removing a key the set does not hold");
         *self.count(k) -= 1;
         // An end went: the next one in may be stale.
-        if self.first().is_none_or(|f| k < f) || self.last().is_none_or(|l| k > l) {
+        if self.ends.is_some_and(|(lo, hi)| k == lo || k == hi) {
             self.trim(slots);
         }
     }
@@ -191,12 +200,13 @@ impl Scored {
 
     /// Drops stale keys from both ends.
     fn trim(&mut self, slots: &Slots) {
-        while self.first().is_some_and(|k| !Self::is_live(slots, k)) {
+        while self.keys.first().is_some_and(|&k| !Self::is_live(slots, k)) {
             self.keys.pop_first();
         }
-        while self.last().is_some_and(|k| !Self::is_live(slots, k)) {
+        while self.keys.last().is_some_and(|&k| !Self::is_live(slots, k)) {
             self.keys.pop_last();
         }
+        self.refresh_ends();
     }
 
     fn compact(&mut self, slots: &Slots) {
@@ -205,6 +215,7 @@ impl Scored {
             .into_iter()
             .filter(|&k| Self::is_live(slots, k))
             .collect();
+        self.refresh_ends();
         debug_assert_eq!(self.keys.len(), self.len());
     }
 
@@ -251,13 +262,14 @@ impl Scored {
         let keys = std::mem::take(&mut self.keys);
         let mut v = Vec::with_capacity(self.len());
         v.extend(keys.into_iter().filter(|&k| Self::is_live(slots, k)));
-        (self.hard, self.easy) = (0, 0);
+        (self.ends, self.hard, self.easy) = (None, 0, 0);
         v
     }
 
     /// Replaces the contents with sorted live keys, those below `cut` hard.
     pub fn set_sorted(&mut self, keys: &[Key], cut: Key) {
         self.keys = keys.iter().copied().collect();
+        self.refresh_ends();
         self.cut = cut;
         self.hard = keys.partition_point(|&k| k < cut);
         self.easy = keys.len() - self.hard;
@@ -276,6 +288,11 @@ impl Scored {
                 assert_eq!(slots.state(key_slot(k)), side, "a key on the wrong side");
             }
         }
+        assert_eq!(
+            self.ends,
+            self.keys.first().copied().zip(self.keys.last().copied()),
+            "the ends kept"
+        );
         for end in [self.first(), self.last()].into_iter().flatten() {
             assert!(Self::is_live(slots, end), "a stale end");
         }
