@@ -295,9 +295,10 @@ impl Partitions {
 
     // ---- bulk -------------------------------------------------------------------
 
-    /// Rebuilds the scored set (its hard/easy split) and the archive from sorted keys (O(n)):
-    /// `live` are every drawable scored prompt, `archived` every archived
-    /// one. States and weights of the live prompts follow the split.
+    /// Rebuilds the scored set (its hard/easy split) and the archive from
+    /// sorted keys (O(n)): `live` are every drawable scored prompt,
+    /// `archived` every archived one. States and weights of the live prompts
+    /// follow the split.
     pub fn rebuild(&mut self, slots: &mut Slots, live: Vec<Key>, archived: Vec<Key>) {
         let split = self.split_point(&live);
         for (i, &k) in live.iter().enumerate() {
