@@ -34,21 +34,37 @@ pub(crate) fn pooled_band(id: QueueId) -> QueueId {
     u64::from(crate::slots::NO_GROUP) << 8 | (id & 0xFF)
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Queue {
     fifo: BTreeSet<(u64, u32)>,
+    /// When the oldest member was placed, kept here: every draw ranks every
+    /// queue by it, and reading it from the set walks down a B-tree that is
+    /// cold for all but the few queues drawn from.
+    head: u64,
     /// Sum of the members' prior confidences.
     pub confidence: f64,
 }
 
 impl Queue {
+    fn new() -> Queue {
+        Queue {
+            fifo: BTreeSet::new(),
+            head: u64::MAX,
+            confidence: 0.0,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.fifo.len()
     }
 
     /// When the oldest member was placed (queues are non-empty).
     pub fn head_seq(&self) -> u64 {
-        self.fifo.first().map_or(u64::MAX, |&(seq, _)| seq)
+        self.head
+    }
+
+    fn refresh_head(&mut self) {
+        self.head = self.fifo.first().map_or(u64::MAX, |&(seq, _)| seq);
     }
 }
 
@@ -87,8 +103,13 @@ impl ColdQueues {
     }
 
     pub fn insert(&mut self, slots: &Slots, slot: u32) {
-        let q = self.queues.entry(self.queue_of(slots, slot)).or_default();
-        q.fifo.insert((slots.seq[slot as usize], slot));
+        let q = self
+            .queues
+            .entry(self.queue_of(slots, slot))
+            .or_insert_with(Queue::new);
+        let seq = slots.seq[slot as usize];
+        q.fifo.insert((seq, slot));
+        q.head = q.head.min(seq);
         q.confidence += f64::from(slots.confidence_of(slot));
         self.len += 1;
     }
@@ -101,24 +122,48 @@ impl ColdQueues {
             .expect("a cold slot's queue exists");
         let had = q.fifo.remove(&(slots.seq[slot as usize], slot));
         debug_assert!(had);
-        self.took(slots, id, slot);
+        self.took(slots, id, &[slot]);
     }
 
-    /// Bookkeeping after `slot` left queue `id`.
-    fn took(&mut self, slots: &Slots, id: QueueId, slot: u32) {
+    /// Bookkeeping after `slots_out` left queue `id`.
+    fn took(&mut self, slots: &Slots, id: QueueId, slots_out: &[u32]) {
         let q = self.queues.get_mut(&id).expect("queue exists");
-        q.confidence -= f64::from(slots.confidence_of(slot));
+        for &slot in slots_out {
+            q.confidence -= f64::from(slots.confidence_of(slot));
+        }
+        q.refresh_head();
         if q.fifo.is_empty() {
             self.queues.remove(&id);
         }
-        self.len -= 1;
+        self.len -= slots_out.len();
     }
 
     /// The head (oldest) of queue `id`, taken out.
     pub fn pop_from(&mut self, slots: &Slots, id: QueueId) -> Option<u32> {
         let (_, slot) = self.queues.get_mut(&id)?.fifo.pop_first()?;
-        self.took(slots, id, slot);
+        self.took(slots, id, &[slot]);
         Some(slot)
+    }
+
+    /// Up to `n` heads of queue `id`, oldest first, taken out and appended
+    /// to `out`; how many.
+    pub fn pop_many(&mut self, slots: &Slots, id: QueueId, n: usize, out: &mut Vec<u32>) -> usize {
+        let Some(q) = self.queues.get_mut(&id) else {
+            return 0;
+        };
+        let head = match q.fifo.iter().nth(n) {
+            // The first `n` members, split off the rest in one B-tree split.
+            Some(&rest) => {
+                let rest = q.fifo.split_off(&rest);
+                std::mem::replace(&mut q.fifo, rest)
+            }
+            None => std::mem::take(&mut q.fifo),
+        };
+        let from = out.len();
+        out.extend(head.into_iter().map(|(_, slot)| slot));
+        let taken = out.len() - from;
+        self.took(slots, id, &out[from..]);
+        taken
     }
 
     /// The queue whose head is oldest.
@@ -162,6 +207,11 @@ impl ColdQueues {
         let mut n = 0;
         for (&id, q) in &self.queues {
             assert!(!q.fifo.is_empty(), "empty queues are dropped");
+            assert_eq!(
+                Some(q.head),
+                q.fifo.first().map(|&(seq, _)| seq),
+                "the kept head"
+            );
             let mut conf = 0.0;
             for &(seq, s) in &q.fifo {
                 assert_eq!(self.queue_of(slots, s), id);

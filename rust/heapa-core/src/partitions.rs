@@ -171,6 +171,23 @@ impl Partitions {
         Some(slot)
     }
 
+    /// Up to `n` prompts from the head of cold queue `queue`, oldest first,
+    /// now in flight (appended to `out`).
+    pub fn pop_cold_many(
+        &mut self,
+        slots: &mut Slots,
+        queue: QueueId,
+        n: usize,
+        out: &mut Vec<u32>,
+    ) {
+        let from = out.len();
+        let taken = self.cold.pop_many(slots, queue, n, out);
+        for &slot in &out[from..] {
+            slots.set_state(slot, State::InFlight);
+        }
+        self.in_flight += taken as u64;
+    }
+
     /// Up to `need` hard or easy prompts drawn by weight (uniform /
     /// prioritized modes), now in flight. Their keys are forgotten, not
     /// removed: they are scattered over the set (see [`Scored`]).

@@ -89,24 +89,23 @@ impl Pool {
                 )
             })
             .collect();
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         if ranked.len() <= 1 {
             // One queue (no groups or priors): FIFO, no RNG drawn.
             let scored = self.scored_nearer(&ranked, m, target);
             return self.pick_cold_fifo(want - scored, out);
         }
+        self.keep_nearest(&mut ranked, m);
         let x = self.cfg.explore * m as f64;
         let explore = x as usize + usize::from(self.rng.unit() < x.fract());
         // The scored share is left for the caller to draw.
         let want = want - self.scored_nearer(&ranked, m - explore, target);
         let exploit = want - explore;
         for &(_, _, id) in &ranked {
-            while out.len() < exploit {
-                match self.parts.pop_cold(&mut self.slots, Some(id)) {
-                    Some(s) => out.push(s),
-                    None => break,
-                }
+            if out.len() >= exploit {
+                break;
             }
+            self.parts
+                .pop_cold_many(&mut self.slots, id, exploit - out.len(), out);
         }
         let mut open: Vec<QueueId> = self.parts.cold.queues().map(|(id, _)| id).collect();
         while out.len() < want && !open.is_empty() {
@@ -118,6 +117,33 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Sorts `ranked` (distance, oldest member, queue) and keeps the nearest
+    /// queues that hold at least `m` prompts between them: all that the
+    /// draws by estimate read. With many groups a batch needs a few queues,
+    /// and selecting them is O(queues) where sorting them all cost more than
+    /// the rest of the draw. (Oldest members differ between queues, so the
+    /// order is total and the kept prefix is the full sort's.)
+    fn keep_nearest(&self, ranked: &mut Vec<(f64, u64, QueueId)>, m: usize) {
+        let order = |a: &(f64, u64, QueueId), b: &(f64, u64, QueueId)| {
+            a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
+        };
+        let mut k = 16;
+        while k < ranked.len() {
+            ranked.select_nth_unstable_by(k, order);
+            ranked[..k].sort_unstable_by(order);
+            let held: usize = ranked[..k]
+                .iter()
+                .map(|&(_, _, id)| self.parts.cold.queue_len(id))
+                .sum();
+            if held >= m {
+                ranked.truncate(k);
+                return;
+            }
+            k *= 4;
+        }
+        ranked.sort_unstable_by(order);
     }
 
     /// How many of `n` draws by estimate go to scored prompts instead of the
