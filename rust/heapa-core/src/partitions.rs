@@ -182,6 +182,8 @@ impl Partitions {
     ) {
         let from = out.len();
         let taken = self.cold.pop_many(slots, queue, n, out);
+        // A queue's members are scattered over the slots.
+        slots.touch(&out[from..]);
         for &slot in &out[from..] {
             slots.set_state(slot, State::InFlight);
         }
@@ -197,14 +199,9 @@ impl Partitions {
             .as_mut()
             .expect("weighted modes keep a draw index");
         let out = d.draw(rng, need, |s| slots.score[s as usize]);
-        // The states (and the generations the caller's ids read) first, in
-        // a loop of independent loads: the cache misses of 512 random slots
-        // overlap, and the update loop below, longer per slot, hits the cache.
-        let touched = out.iter().fold(0u32, |a, &s| {
-            a ^ u32::from(slots.state[s as usize]) ^ slots.gen[s as usize]
-        });
-        std::hint::black_box(touched);
-        // Counted without branching on the state, for the same reason.
+        slots.touch(&out);
+        // Counted without branching on the state, so that the loads of
+        // 512 random slots overlap instead of queueing one by one.
         let mut hard = 0;
         for &slot in &out {
             let st = slots.state(slot);

@@ -297,6 +297,17 @@ impl Slots {
         self.flags[slot as usize] & HAS_SCORE != 0
     }
 
+    /// Reads the state and generation of each of `slots` in a loop of
+    /// independent loads, so that their cache misses overlap: a batch of
+    /// scattered slots is touched before a longer loop updates their states
+    /// (and the caller makes their ids), which then hits the cache.
+    pub fn touch(&self, slots: &[u32]) {
+        let read = slots.iter().fold(0u32, |a, &s| {
+            a ^ u32::from(self.state[s as usize]) ^ self.gen[s as usize]
+        });
+        std::hint::black_box(read);
+    }
+
     /// The slot's ordered-set key (its score, when it was last placed, itself).
     #[inline]
     pub fn key(&self, slot: u32) -> Key {
