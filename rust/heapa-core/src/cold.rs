@@ -7,6 +7,7 @@
 //! prompt is ever re-keyed: the sampler ranks the non-empty queues (O(queues)
 //! per draw) and takes the head of the best one. Within a queue, oldest first.
 
+use std::collections::btree_map::{Entry, OccupiedEntry};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::slots::{Slots, HAS_PRIOR};
@@ -68,6 +69,19 @@ impl Queue {
     }
 }
 
+/// Bookkeeping after `gone` left the queue of `e` (found once per take):
+/// its confidence and head, and the queue dropped once empty.
+fn took(mut e: OccupiedEntry<'_, QueueId, Queue>, slots: &Slots, gone: &[u32]) {
+    let q = e.get_mut();
+    for &slot in gone {
+        q.confidence -= f64::from(slots.confidence_of(slot));
+    }
+    q.refresh_head();
+    if q.fifo.is_empty() {
+        e.remove();
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct ColdQueues {
     by_estimate: bool,
@@ -115,55 +129,46 @@ impl ColdQueues {
     }
 
     pub fn remove(&mut self, slots: &Slots, slot: u32) {
-        let id = self.queue_of(slots, slot);
-        let q = self
-            .queues
-            .get_mut(&id)
-            .expect("a cold slot's queue exists");
-        let had = q.fifo.remove(&(slots.seq[slot as usize], slot));
+        let Entry::Occupied(mut e) = self.queues.entry(self.queue_of(slots, slot)) else {
+            panic!("a cold slot's queue exists");
+        };
+        let had = e.get_mut().fifo.remove(&(slots.seq[slot as usize], slot));
         debug_assert!(had);
-        self.took(slots, id, &[slot]);
-    }
-
-    /// Bookkeeping after `slots_out` left queue `id`.
-    fn took(&mut self, slots: &Slots, id: QueueId, slots_out: &[u32]) {
-        let q = self.queues.get_mut(&id).expect("queue exists");
-        for &slot in slots_out {
-            q.confidence -= f64::from(slots.confidence_of(slot));
-        }
-        q.refresh_head();
-        if q.fifo.is_empty() {
-            self.queues.remove(&id);
-        }
-        self.len -= slots_out.len();
+        took(e, slots, &[slot]);
+        self.len -= 1;
     }
 
     /// The head (oldest) of queue `id`, taken out.
     pub fn pop_from(&mut self, slots: &Slots, id: QueueId) -> Option<u32> {
-        let (_, slot) = self.queues.get_mut(&id)?.fifo.pop_first()?;
-        self.took(slots, id, &[slot]);
+        let Entry::Occupied(mut e) = self.queues.entry(id) else {
+            return None;
+        };
+        let (_, slot) = e.get_mut().fifo.pop_first()?;
+        took(e, slots, &[slot]);
+        self.len -= 1;
         Some(slot)
     }
 
     /// Up to `n` heads of queue `id`, oldest first, taken out and appended
     /// to `out`; how many.
     pub fn pop_many(&mut self, slots: &Slots, id: QueueId, n: usize, out: &mut Vec<u32>) -> usize {
-        let Some(q) = self.queues.get_mut(&id) else {
+        let Entry::Occupied(mut e) = self.queues.entry(id) else {
             return 0;
         };
-        let head = match q.fifo.iter().nth(n) {
+        let fifo = &mut e.get_mut().fifo;
+        let head = match fifo.iter().nth(n) {
             // The first `n` members, split off the rest in one B-tree split.
             Some(&rest) => {
-                let rest = q.fifo.split_off(&rest);
-                std::mem::replace(&mut q.fifo, rest)
+                let rest = fifo.split_off(&rest);
+                std::mem::replace(fifo, rest)
             }
-            None => std::mem::take(&mut q.fifo),
+            None => std::mem::take(fifo),
         };
         let from = out.len();
         out.extend(head.into_iter().map(|(_, slot)| slot));
-        let taken = out.len() - from;
-        self.took(slots, id, &out[from..]);
-        taken
+        took(e, slots, &out[from..]);
+        self.len -= out.len() - from;
+        out.len() - from
     }
 
     /// The queue whose head is oldest.
