@@ -129,10 +129,10 @@ impl Scored {
         }
     }
 
-    /// Leaves live keys in place, stale (`hard` below the cut, `easy` above):
-    /// the caller has moved their slots to another state, and calls
-    /// [`Self::settle`] after the batch. Until then an end may be stale, so
-    /// nothing may read the set.
+    /// Leaves live keys in place, stale (`hard` below the cut, `easy` at or
+    /// above it): the caller has moved their slots to another state, and
+    /// calls [`Self::settle`] after the batch. Until then an end may be
+    /// stale, so nothing may read the set.
     pub fn forget(&mut self, hard: usize, easy: usize) {
         self.hard -= hard;
         self.easy -= easy;
