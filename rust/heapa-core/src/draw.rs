@@ -132,7 +132,6 @@ impl RankBits {
     /// block holding that set bit and its rank within the block, in one
     /// forward pass over the counts (which stay in cache; the words are not
     /// read).
-    #[inline(always)]
     fn locate_sorted(
         &self,
         ranks: impl IntoIterator<Item = usize>,
@@ -162,14 +161,12 @@ impl RankBits {
 
     /// Reads both ends of a block's words (a cache line or two) and returns
     /// them, so that a loop of touches overlaps its cache misses.
-    #[inline(always)]
     fn touch(&self, block: usize) -> u64 {
         let w = block * BLOCK_WORDS;
         self.words[w] ^ self.words[(w + BLOCK_WORDS).min(self.words.len()) - 1]
     }
 
     /// The index of the set bit with rank `rem` within block `block`.
-    #[inline(always)]
     fn select_in_block(&self, block: usize, rem: u32) -> usize {
         // Without branches on the data (a mispredicted branch per rank cost
         // more than the arithmetic): the word is the number of words whose
@@ -190,7 +187,6 @@ impl RankBits {
 /// Position of the `r`-th set bit of `w` (r < popcount), without branches:
 /// byte counts and their running sums in one multiply, the byte holding the
 /// bit by comparing all eight sums at once, then a table lookup.
-#[inline(always)]
 fn select_in_word(w: u64, r: u32) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -392,11 +388,6 @@ impl Draw {
     /// still undrawn (rejection sampling); what a round accepts is removed
     /// before the next.
     pub fn draw(&mut self, rng: &mut Rng, k: usize, score: impl Fn(u32) -> f32) -> Vec<u32> {
-        self.draw_rounds(rng, k, score)
-    }
-
-    #[inline(always)]
-    fn draw_rounds(&mut self, rng: &mut Rng, k: usize, score: impl Fn(u32) -> f32) -> Vec<u32> {
         let mut out = Vec::with_capacity(k.min(self.len));
         // class << 55 | rank << 23 | proposal index: sorting groups each
         // class's ranks in order, repeats adjacent and the first one first.
