@@ -138,34 +138,15 @@ impl ColdQueues {
         self.len -= 1;
     }
 
-    /// The head (oldest) of queue `id`, taken out.
-    pub fn pop_from(&mut self, slots: &Slots, id: QueueId) -> Option<u32> {
-        let Entry::Occupied(mut e) = self.queues.entry(id) else {
-            return None;
-        };
-        let (_, slot) = e.get_mut().fifo.pop_first()?;
-        took(e, slots, &[slot]);
-        self.len -= 1;
-        Some(slot)
-    }
-
     /// Up to `n` heads of queue `id`, oldest first, taken out and appended
-    /// to `out`; how many.
+    /// to `out`; how many. The queue is found once however many are taken.
     pub fn pop_many(&mut self, slots: &Slots, id: QueueId, n: usize, out: &mut Vec<u32>) -> usize {
         let Entry::Occupied(mut e) = self.queues.entry(id) else {
             return 0;
         };
         let fifo = &mut e.get_mut().fifo;
-        let head = match fifo.iter().nth(n) {
-            // The first `n` members, split off the rest in one B-tree split.
-            Some(&rest) => {
-                let rest = fifo.split_off(&rest);
-                std::mem::replace(fifo, rest)
-            }
-            None => std::mem::take(fifo),
-        };
         let from = out.len();
-        out.extend(head.into_iter().map(|(_, slot)| slot));
+        out.extend((0..n).map_while(|_| fifo.pop_first()).map(|(_, slot)| slot));
         took(e, slots, &out[from..]);
         self.len -= out.len() - from;
         out.len() - from
@@ -184,11 +165,6 @@ impl ColdQueues {
     pub fn oldest(&self) -> Option<u32> {
         let id = self.oldest_queue()?;
         self.queues[&id].fifo.first().map(|&(_, s)| s)
-    }
-
-    pub fn pop_oldest(&mut self, slots: &Slots) -> Option<u32> {
-        let id = self.oldest_queue()?;
-        self.pop_from(slots, id)
     }
 
     /// The non-empty queues, by id.

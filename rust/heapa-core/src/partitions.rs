@@ -159,27 +159,15 @@ impl Partitions {
             .collect()
     }
 
-    /// The oldest cold prompt (`queue` None) or the head of one queue,
-    /// now in flight.
-    pub fn pop_cold(&mut self, slots: &mut Slots, queue: Option<QueueId>) -> Option<u32> {
-        let slot = match queue {
-            None => self.cold.pop_oldest(slots)?,
-            Some(q) => self.cold.pop_from(slots, q)?,
-        };
-        slots.set_state(slot, State::InFlight);
-        self.in_flight += 1;
-        Some(slot)
-    }
-
     /// Up to `n` prompts from the head of cold queue `queue`, oldest first,
-    /// now in flight (appended to `out`).
-    pub fn pop_cold_many(
+    /// now in flight (appended to `out`); how many.
+    pub fn pop_cold(
         &mut self,
         slots: &mut Slots,
         queue: QueueId,
         n: usize,
         out: &mut Vec<u32>,
-    ) {
+    ) -> usize {
         let from = out.len();
         let taken = self.cold.pop_many(slots, queue, n, out);
         // A queue's members are scattered over the slots.
@@ -188,6 +176,7 @@ impl Partitions {
             slots.set_state(slot, State::InFlight);
         }
         self.in_flight += taken as u64;
+        taken
     }
 
     /// Up to `need` hard or easy prompts drawn by weight (uniform /

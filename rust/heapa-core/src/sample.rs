@@ -105,16 +105,13 @@ impl Pool {
                 break;
             }
             self.parts
-                .pop_cold_many(&mut self.slots, id, exploit - out.len(), out);
+                .pop_cold(&mut self.slots, id, exploit - out.len(), out);
         }
         let mut open: Vec<QueueId> = self.parts.cold.queues().map(|(id, _)| id).collect();
         while out.len() < want && !open.is_empty() {
             let i = self.rng.below(open.len() as u64) as usize;
-            match self.parts.pop_cold(&mut self.slots, Some(open[i])) {
-                Some(s) => out.push(s),
-                None => {
-                    open.swap_remove(i);
-                }
+            if self.parts.pop_cold(&mut self.slots, open[i], 1, out) == 0 {
+                open.swap_remove(i);
             }
         }
     }
@@ -192,12 +189,14 @@ impl Pool {
         scored
     }
 
+    /// Fills `out` up to `want` from the one cold queue there is here
+    /// (`cold = "fifo"`, or `"prior"` holding a single queue), oldest first.
     fn pick_cold_fifo(&mut self, want: usize, out: &mut Vec<u32>) {
-        while out.len() < want {
-            match self.parts.pop_cold(&mut self.slots, None) {
-                Some(s) => out.push(s),
-                None => break,
-            }
+        debug_assert!(self.parts.cold.queues().count() <= 1, "one cold queue");
+        let queue = self.parts.cold.queues().next().map(|(id, _)| id);
+        if let Some(id) = queue {
+            let n = want.saturating_sub(out.len());
+            self.parts.pop_cold(&mut self.slots, id, n, out);
         }
     }
 
