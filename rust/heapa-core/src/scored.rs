@@ -18,6 +18,7 @@
 //! eagerly, where the B-tree path is hot.
 
 use std::collections::BTreeSet;
+use std::ops::RangeBounds;
 
 use crate::keys::{key_slot, DescRuns, Key};
 use crate::slots::{Slots, State};
@@ -219,28 +220,31 @@ impl Scored {
         debug_assert_eq!(self.keys.len(), self.len());
     }
 
-    /// Live keys in ascending order, hard then easy.
-    pub fn iter<'a>(&'a self, slots: &'a Slots) -> impl DoubleEndedIterator<Item = Key> + 'a {
+    /// Live keys in `range`, ascending.
+    fn live_in<'a>(
+        &'a self,
+        slots: &'a Slots,
+        range: impl RangeBounds<Key>,
+    ) -> impl DoubleEndedIterator<Item = Key> + 'a {
         self.keys
-            .iter()
+            .range(range)
             .copied()
             .filter(move |&k| Self::is_live(slots, k))
+    }
+
+    /// Live keys in ascending order, hard then easy.
+    pub fn iter<'a>(&'a self, slots: &'a Slots) -> impl DoubleEndedIterator<Item = Key> + 'a {
+        self.live_in(slots, ..)
     }
 
     /// Live hard keys, ascending.
     pub fn hard<'a>(&'a self, slots: &'a Slots) -> impl DoubleEndedIterator<Item = Key> + 'a {
-        self.keys
-            .range(..self.cut)
-            .copied()
-            .filter(move |&k| Self::is_live(slots, k))
+        self.live_in(slots, ..self.cut)
     }
 
     /// Live easy keys, ascending.
     pub fn easy<'a>(&'a self, slots: &'a Slots) -> impl DoubleEndedIterator<Item = Key> + 'a {
-        self.keys
-            .range(self.cut..)
-            .copied()
-            .filter(move |&k| Self::is_live(slots, k))
+        self.live_in(slots, self.cut..)
     }
 
     /// Live hard (`State::Hard`) or easy keys from the highest score down,
